@@ -1,0 +1,151 @@
+"""The only place public inputs are checked.
+
+Every check names the argument and shows what arrived. Values and shapes
+raise ``ValueError``; types and backends raise ``TypeError``. Checks run once,
+at the public boundary; internal helpers trust their inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy
+
+from ._backend import get_namespace
+
+FLOAT_DTYPES = (numpy.dtype("float32"), numpy.dtype("float64"))
+
+
+def _shape_text(x) -> str:
+    return "(" + ", ".join(str(s) for s in x.shape) + ("," if x.ndim == 1 else "") + ")"
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer; got {type(value).__name__} {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}; got {value}.")
+    return int(value)
+
+
+def check_nonneg_scalar(value, name: str) -> float:
+    """``value`` as a finite float >= 0 (damping, l2, tolerances)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number; got {type(value).__name__} {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be finite and >= 0; got {value}.")
+    return value
+
+
+def check_dtype(dtype, name: str = "dtype") -> numpy.dtype:
+    """``dtype`` as float32 or float64."""
+    try:
+        dt = numpy.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"`{name}` must be 'float32' or 'float64'; got {dtype!r}.") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"`{name}` must be 'float32' or 'float64'; got {dt.name}.")
+    return dt
+
+
+def _as_float(xp, x, name: str, dtype=None):
+    """``x`` as float32/float64; integers become float64 (or ``dtype`` when given)."""
+    if x.dtype.kind == "b" or x.dtype.kind not in "iuf":
+        raise TypeError(f"`{name}` must hold real numbers; got dtype {x.dtype}.")
+    if dtype is not None:
+        return xp.ascontiguousarray(x, dtype=dtype)
+    if x.dtype in FLOAT_DTYPES:
+        return xp.ascontiguousarray(x)
+    if x.dtype.kind == "f":
+        raise TypeError(f"`{name}` must be float32 or float64; got {x.dtype}.")
+    return xp.ascontiguousarray(x, dtype=xp.float64)
+
+
+def _check_finite(xp, x, name: str) -> None:
+    if not bool(xp.isfinite(x).all()):
+        n_bad = int((~xp.isfinite(x)).sum())
+        raise ValueError(f"`{name}` must be finite; got {n_bad} NaN or infinite entries.")
+
+
+def check_labels(xp, labels, n_samples: int, n_classes: int, name: str = "labels"):
+    """``labels`` as a contiguous int64 ``(N,)`` array in ``[0, n_classes)``."""
+    if labels.dtype.kind not in "iu" or labels.dtype.kind == "b":
+        raise TypeError(f"`{name}` must be integers; got dtype {labels.dtype}.")
+    if labels.ndim != 1 or labels.shape[0] != n_samples:
+        raise ValueError(f"`{name}` must have shape ({n_samples},); got {_shape_text(labels)}.")
+    if n_samples:
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0:
+            raise ValueError(f"`{name}` must be integers in [0, {n_classes}); got min {lo}.")
+        if hi >= n_classes:
+            raise ValueError(f"`{name}` must be integers in [0, {n_classes}); got max {hi}.")
+    return xp.ascontiguousarray(labels, dtype=xp.int64)
+
+
+def check_logits_labels(logits, labels):
+    """Validate ``(logits, labels)``; return ``(xp, Z, y)``."""
+    xp = get_namespace(logits, labels, names=("logits", "labels"))
+    if logits.ndim != 2:
+        raise ValueError(f"`logits` must be 2-D (n_samples, n_classes); got shape {_shape_text(logits)}.")
+    n_samples, n_classes = logits.shape
+    if n_classes < 2:
+        raise ValueError(f"`logits` must have n_classes >= 2 columns; got {n_classes}.")
+    Z = _as_float(xp, logits, "logits")
+    _check_finite(xp, Z, "logits")
+    y = check_labels(xp, labels, n_samples, n_classes)
+    return xp, Z, y
+
+
+def check_batch(theta, X, y, n_params: int, n_features: int, n_classes: int):
+    """Validate a head's ``(theta, X, y)``; return ``(xp, theta, X, y)``.
+
+    The compute dtype is ``theta``'s; ``X`` is cast to it when it differs.
+    """
+    xp = get_namespace(theta, X, y, names=("theta", "X", "y"))
+    theta = check_theta(xp, theta, n_params)
+    X = check_features(xp, X, n_features, theta.dtype)
+    if y is not None:
+        y = check_labels(xp, y, X.shape[0], n_classes, name="y")
+    return xp, theta, X, y
+
+
+def check_theta(xp, theta, n_params: int):
+    """``theta`` as a finite float ``(P,)`` array."""
+    if theta.ndim != 1 or theta.shape[0] != n_params:
+        raise ValueError(f"`theta` must have shape ({n_params},); got {_shape_text(theta)}.")
+    theta = _as_float(xp, theta, "theta")
+    _check_finite(xp, theta, "theta")
+    return theta
+
+
+def check_features(xp, X, n_features: int, dtype):
+    """``X`` as a finite ``(N, D)`` array of ``dtype``."""
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"`X` must have shape (n_samples, {n_features}); got {_shape_text(X)}.")
+    if X.shape[0] < 1:
+        raise ValueError("`X` must have at least one row; got 0.")
+    X = _as_float(xp, X, "X", dtype=dtype)
+    _check_finite(xp, X, "X")
+    return X
+
+
+def check_vector(xp, v, shape: tuple, dtype, name: str):
+    """A product's input: same backend, the expected shape, cast to ``dtype``.
+
+    No finiteness check: this runs inside solver loops, where it would force a
+    host synchronisation on the GPU.
+    """
+    if get_namespace(v, names=(name,)) is not xp or not hasattr(v, "shape"):
+        raise TypeError(
+            f"`{name}` must be a {xp.__name__} array, like the arrays it is applied to; got "
+            f"{type(v).__module__}.{type(v).__name__}."
+        )
+    if tuple(v.shape) != tuple(shape):
+        expected = "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+        raise ValueError(f"`{name}` must have shape {expected}; got {_shape_text(v)}.")
+    if v.dtype.kind not in "iuf" or v.dtype.kind == "b":
+        raise TypeError(f"`{name}` must hold real numbers; got dtype {v.dtype}.")
+    return xp.ascontiguousarray(v, dtype=dtype)

@@ -1,0 +1,254 @@
+"""What every head and every linearization share.
+
+Conventions
+-----------
+``theta`` is a flat ``(P,)`` vector, the head's parameter blocks concatenated
+in row-major order. A :class:`Linearization` caches the forward pass at
+``(theta, X, y)``; its products are with the per-example *margin* Jacobian
+``J (N, P)`` (``J_i = d m_i / d theta``) and the *logit* Jacobian
+``Jz (N, C, P)``, never formed. Sums over examples are plain sums: the
+``1/N`` of the mean loss is applied by the callers (``grad``, curvature).
+
+A head subclass implements ``_logits_jvp``, ``_logits_vjp``, ``_margin_gram``
+and ``_margin_gram_diag``, and may override ``_margin_jvp``/``_margin_vjp``
+with a cheaper contraction. Solvers use only the methods defined here, so
+they never ask which head they were given.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy
+
+from .. import kernels
+from .._backend import get_namespace, namespace_for_device
+from .._validation import check_batch, check_dtype, check_nonneg_scalar, check_positive_int, check_vector
+from ..margin import _margin_stats
+
+
+class Head:
+    """Base class of the heads: parameter layout, validation and the shared API.
+
+    Subclasses set ``n_features``, ``n_classes`` and ``shapes`` (the parameter
+    blocks in layout order) and ``is_weight`` (which blocks the ``l2`` penalty
+    covers), and implement ``_logits`` and ``_linearization``.
+    """
+
+    shapes: tuple
+    is_weight: tuple
+
+    @property
+    def n_params(self) -> int:
+        """Length ``P`` of the flat parameter vector."""
+        return sum(int(numpy.prod(s)) for s in self.shapes)
+
+    def _offsets(self):
+        bounds = numpy.cumsum([0] + [int(numpy.prod(s)) for s in self.shapes])
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def unflatten(self, theta):
+        """Views of ``theta`` as the parameter blocks, in layout order (no copies)."""
+        if getattr(theta, "ndim", None) != 1 or theta.shape[0] != self.n_params:
+            shape = getattr(theta, "shape", type(theta).__name__)
+            raise ValueError(f"`theta` must have shape ({self.n_params},); got {shape}.")
+        return tuple(theta[a:b].reshape(shape) for (a, b), shape in zip(self._offsets(), self.shapes))
+
+    def flatten(self, *parts):
+        """Concatenate parameter blocks (layout order) into a new flat ``(P,)`` vector."""
+        if len(parts) != len(self.shapes):
+            raise ValueError(f"flatten takes {len(self.shapes)} blocks; got {len(parts)}.")
+        for i, (part, shape) in enumerate(zip(parts, self.shapes)):
+            if tuple(part.shape) != tuple(shape):
+                raise ValueError(f"block {i} must have shape {tuple(shape)}; got {tuple(part.shape)}.")
+        xp = get_namespace(*parts)
+        return xp.concatenate([xp.ravel(p) for p in parts])
+
+    def weight_mask(self, xp=numpy, dtype=numpy.float64):
+        """``(P,)`` 0/1 mask of the weights (the entries that ``l2`` penalises)."""
+        mask = xp.zeros(self.n_params, dtype=dtype)
+        for (a, b), weight in zip(self._offsets(), self.is_weight):
+            if weight:
+                mask[a:b] = 1
+        return mask
+
+    def init_params(self, seed=0, dtype="float32", device="cpu"):
+        """Seeded initial ``theta``: scaled random weights, zero biases.
+
+        Parameters
+        ----------
+        seed : int or None
+            Seed of ``numpy.random.default_rng``; same seed, same ``theta``.
+        dtype : {"float32", "float64"}
+        device : {"cpu", "gpu"}
+
+        Returns
+        -------
+        theta : array, shape (P,)
+        """
+        dt = check_dtype(dtype)
+        xp = namespace_for_device(device)
+        rng = numpy.random.default_rng(seed)
+        blocks = [
+            rng.normal(0.0, scale, size=shape) if weight else numpy.zeros(shape)
+            for shape, weight, scale in zip(self.shapes, self.is_weight, self._init_scales())
+        ]
+        theta = numpy.concatenate([numpy.ravel(b) for b in blocks]).astype(dt)
+        return xp.asarray(theta)
+
+    def logits(self, theta, X):
+        """Logits ``Z (N, C)`` at ``theta`` for features ``X (N, D)``."""
+        xp, theta, X, _ = check_batch(theta, X, None, self.n_params, self.n_features, self.n_classes)
+        return self._logits(xp, theta, X)[0]
+
+    def linearize(self, theta, X, y):
+        """Cache the forward pass at ``(theta, X, y)`` and return its :class:`Linearization`.
+
+        Parameters
+        ----------
+        theta : array, shape (P,)
+            Float32 or float64; fixes the compute dtype (``X`` is cast to it).
+        X : array, shape (N, D)
+        y : array of int, shape (N,)
+            Labels in ``[0, C)``.
+        """
+        xp, theta, X, y = check_batch(theta, X, y, self.n_params, self.n_features, self.n_classes)
+        Z, cache = self._logits(xp, theta, X)
+        return self._linearization(xp, theta, X, y, Z, cache)
+
+
+def _check_counts(n_features, n_classes):
+    n_features = check_positive_int(n_features, "n_features")
+    n_classes = check_positive_int(n_classes, "n_classes", minimum=2)
+    return n_features, n_classes
+
+
+class Linearization:
+    """The forward pass of a head cached at ``(theta, X, y)``, with its Jacobian products.
+
+    Attributes
+    ----------
+    head : Head
+    theta : array, shape (P,)
+    X : array, shape (N, D)
+    y : array of int64, shape (N,)
+    logits : array, shape (N, C)
+    stats : MarginStats
+    U : array, shape (N, C)
+        ``u_i = e_{y_i} - q_i = d m_i / d Z_i``.
+    """
+
+    def __init__(self, head, xp, theta, X, y, Z):
+        self.head = head
+        self.xp = xp
+        self.theta = theta
+        self.X = X
+        self.y = y
+        self.logits = Z
+        # One fused pass: margin statistics and u_i = e_{y_i} - q_i.
+        self.stats, self.U = _margin_stats(xp, Z, y, competitors="direction")
+
+    @property
+    def n_samples(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_params(self) -> int:
+        return self.theta.shape[0]
+
+    @property
+    def dtype(self):
+        return self.theta.dtype
+
+    # ---- per-example scalars of the margin loss --------------------------------
+
+    @functools.cached_property
+    def residual(self):
+        """``r_i = d loss_i / d m_i = -(1 - p_i) = -sigmoid(-m_i)``, shape (N,)."""
+        xp = self.xp
+        # 1 - p = sigmoid(-m) = exp(-softplus(m)): no cancellation when p -> 1.
+        return -xp.exp(-xp.logaddexp(0, self.stats.margin))
+
+    @functools.cached_property
+    def curvature_weights(self):
+        """``w_i = p_i (1 - p_i) = d^2 loss_i / d m_i^2``, shape (N,); underflows to 0, never divided by."""
+        xp = self.xp
+        m = self.stats.margin
+        # log w = -softplus(-m) - softplus(m)
+        return xp.exp(-xp.logaddexp(0, -m) - xp.logaddexp(0, m))
+
+    @functools.cached_property
+    def softmax(self):
+        """``softmax(Z)``, shape (N, C), from the cached logsumexp: ``lse_all = lse_rest + softplus(m)``."""
+        xp = self.xp
+        lse_all = self.stats.lse_rest + xp.logaddexp(0, self.stats.margin)
+        return xp.exp(self.logits - lse_all[:, None])
+
+    @functools.cached_property
+    def loss(self) -> float:
+        """Mean softmax cross-entropy (a Python float)."""
+        return float(self.xp.mean(self.stats.loss))
+
+    @functools.cached_property
+    def grad(self):
+        """Gradient of the mean cross-entropy, ``(1/N) J^T r``, shape (P,)."""
+        return self._margin_vjp(self.residual) / self.dtype.type(self.n_samples)
+
+    # ---- public products (checked), then the unchecked ones solvers call ------
+
+    def margin_jvp(self, v):
+        """``J v``: ``(P,) -> (N,)``, the directional derivative of the margins."""
+        return self._margin_jvp(self._vec(v, (self.n_params,), "v"))
+
+    def margin_vjp(self, a):
+        """``J^T a``: ``(N,) -> (P,)``."""
+        return self._margin_vjp(self._vec(a, (self.n_samples,), "a"))
+
+    def logits_jvp(self, v):
+        """``Jz v``: ``(P,) -> (N, C)``, the directional derivative of the logits."""
+        return self._logits_jvp(self._vec(v, (self.n_params,), "v"))
+
+    def logits_vjp(self, A):
+        """``Jz^T A``: ``(N, C) -> (P,)``."""
+        return self._logits_vjp(self._vec(A, self.logits.shape, "A"))
+
+    def margin_gram(self, weight_scale=1.0, bias_scale=1.0):
+        """Row-space Gram matrix ``J D J^T``, shape (N, N), in closed form.
+
+        ``D`` is diagonal: ``weight_scale`` on the weight entries of ``theta``,
+        ``bias_scale`` on the biases. The defaults give ``J J^T``. It is built
+        from Hadamard products of ``N x N`` Gram matrices, never through
+        parameter space.
+        """
+        ws = check_nonneg_scalar(weight_scale, "weight_scale")
+        bs = check_nonneg_scalar(bias_scale, "bias_scale")
+        return self._margin_gram(ws, bs)
+
+    def margin_gram_diag(self, weight_scale=1.0, bias_scale=1.0):
+        """Diagonal of :meth:`margin_gram`, shape (N,), in ``O(N (C + D))``."""
+        ws = check_nonneg_scalar(weight_scale, "weight_scale")
+        bs = check_nonneg_scalar(bias_scale, "bias_scale")
+        return self._margin_gram_diag(ws, bs)
+
+    def _vec(self, v, shape, name):
+        return check_vector(self.xp, v, shape, self.dtype, name)
+
+    def _margin_jvp(self, v):
+        # (J v)_i = u_i . (Jz_i v)
+        return kernels.row_dot(self.xp, self.U, self._logits_jvp(v))
+
+    def _margin_vjp(self, a):
+        # J^T a = Jz^T (a_i u_i)_i
+        return self._logits_vjp(kernels.scale_rows(self.xp, self.U, a))
+
+    def _logits_jvp(self, v):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _logits_vjp(self, A):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _margin_gram(self, weight_scale, bias_scale):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _margin_gram_diag(self, weight_scale, bias_scale):  # pragma: no cover - abstract
+        raise NotImplementedError

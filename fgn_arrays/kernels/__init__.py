@@ -1,0 +1,75 @@
+"""Dispatch of the fused per-row kernels: Numba on the CPU, Numba CUDA / CuPy on the GPU.
+
+Each function takes the namespace ``xp`` and arrays of that namespace,
+allocates its outputs in the input dtype and returns them. The CPU kernels
+are imported eagerly (Numba is a dependency); the CUDA module is imported
+only when a CuPy array arrives.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from . import cpu
+
+
+def _on_cpu(xp) -> bool:
+    return xp is numpy
+
+
+def _cuda():
+    from . import cuda
+
+    return cuda
+
+
+_MODES = {None: cpu.NO_COMPETITORS, "probs": cpu.COMPETITOR_PROBS, "direction": cpu.MARGIN_DIRECTION}
+
+
+def margin_rows(xp, Z, y, *, competitors=None):
+    """Margin statistics of each row, and optionally its competitor softmax.
+
+    Returns ``(margin, loss, prob_true, lse_rest)``, each ``(N,)`` in
+    ``Z.dtype``, and ``Q``: ``None``, the competitor softmax ``q`` (zero at
+    the label) for ``competitors="probs"``, or ``u = e_y - q`` for
+    ``competitors="direction"``, shape ``(N, C)``.
+    """
+    mode = _MODES[competitors]
+    outs = tuple(xp.empty(Z.shape[0], dtype=Z.dtype) for _ in range(4))
+    Q = xp.empty_like(Z) if competitors else xp.empty((0, 0), dtype=Z.dtype)
+    if _on_cpu(xp):
+        cpu.margin_rows(Z, y, *outs, Q, mode)
+    else:
+        _cuda().margin_rows(Z, y, *outs, Q, mode)
+    return outs, (Q if competitors else None)
+
+
+def row_dot(xp, A, B, shift=None):
+    """``(N,)`` row-wise inner products ``sum_k A_ik (B_ik + shift_k)`` (``shift`` defaults to 0)."""
+    if shift is None:
+        shift = xp.zeros(A.shape[1], dtype=A.dtype)
+    if _on_cpu(xp):
+        out = xp.empty(A.shape[0], dtype=numpy.result_type(A.dtype, B.dtype))
+        cpu.row_dot(A, B, shift, out)
+        return out
+    return (A * (B + shift)).sum(axis=1)
+
+
+def scale_rows(xp, A, a, out=None):
+    """``a[:, None] * A``, written into ``out`` when given."""
+    if out is None:
+        out = xp.empty_like(A)
+    if _on_cpu(xp):
+        cpu.scale_rows(A, a, out)
+    else:
+        xp.multiply(A, a[:, None], out=out)
+    return out
+
+
+def softmax_cov_rows(xp, P, V):
+    """Apply each row's softmax covariance: ``out_i = p_i * v_i - p_i (p_i . v_i)``."""
+    if _on_cpu(xp):
+        out = xp.empty_like(V)
+        cpu.softmax_cov_rows(P, V, out)
+        return out
+    return P * (V - (P * V).sum(axis=1, keepdims=True))
