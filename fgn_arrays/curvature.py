@@ -35,6 +35,26 @@ def _ggn(lin, v):
     return lin._logits_vjp(HdZ) / lin.dtype.type(lin.n_samples)
 
 
+def _dropped(lin, v):
+    # v -> Jz v -> (1 - p) ⊙ (diag(q) - q q^T) Jz v, row by row -> Jz^T (...) / N
+    dZ = lin._logits_jvp(v)
+    covdZ = kernels.softmax_cov_rows(lin.xp, lin.competitor_probs, dZ)
+    return lin._logits_vjp(kernels.scale_rows(lin.xp, covdZ, -lin.residual)) / lin.dtype.type(lin.n_samples)
+
+
+def fgn_quadratic(lin, v):
+    """``v^T G_FGN v = (1/N) sum_i w_i (J v)_i^2`` (0-d array): one margin JVP."""
+    Jv = lin._margin_jvp(v)
+    return lin.xp.sum(lin.curvature_weights * Jv * Jv) / lin.n_samples
+
+
+def ggn_quadratic(lin, v):
+    """``v^T G_GGN v = (1/N) sum_i d_i^T (diag(p̂_i) - p̂_i p̂_i^T) d_i``, ``d = Jz v`` (0-d array): one logit JVP."""
+    xp = lin.xp
+    dZ = lin._logits_jvp(v)
+    return xp.sum(dZ * kernels.softmax_cov_rows(xp, lin.softmax, dZ)) / lin.n_samples
+
+
 def fgn_matvec(lin, v):
     """``G_FGN v = (1/N) J^T diag(w) J v``.
 
@@ -55,8 +75,9 @@ def fgn_matvec(lin, v):
 def ggn_matvec(lin, v):
     """``G_GGN v``, the full softmax generalized Gauss-Newton product.
 
-    Each row's softmax covariance is applied as ``p̂ ⊙ d - p̂ (p̂ . d)``;
-    nothing ``C x C`` is formed. One logit JVP and one logit VJP.
+    Each row's softmax covariance is applied as ``p̂ ⊙ d - p̂ (p̂ . d)``, with
+    ``p̂ . d`` summed around the row's most probable class so that nearly
+    one-hot rows keep their relative accuracy; nothing ``C x C`` is formed. One logit JVP and one logit VJP.
 
     Parameters
     ----------
@@ -73,6 +94,10 @@ def ggn_matvec(lin, v):
 def dropped_matvec(lin, v):
     """``(G_GGN - G_FGN) v``, the within-competitor covariance term FGN drops.
 
+    Computed directly as ``(1/N) Jz^T ((1 - p_i) (diag(q_i) - q_i q_i^T) Jz_i v)_i``,
+    not as a difference, so it keeps its relative accuracy when it is much
+    smaller than the GGN, and is exactly zero for two classes.
+
     Parameters
     ----------
     lin : Linearization
@@ -82,5 +107,4 @@ def dropped_matvec(lin, v):
     -------
     array, shape (P,)
     """
-    v = lin._vec(v, (lin.n_params,), "v")
-    return _ggn(lin, v) - _fgn(lin, v)
+    return _dropped(lin, lin._vec(v, (lin.n_params,), "v"))

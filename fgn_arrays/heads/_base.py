@@ -9,8 +9,8 @@ in row-major order. A :class:`Linearization` caches the forward pass at
 ``Jz (N, C, P)``, never formed. Sums over examples are plain sums: the
 ``1/N`` of the mean loss is applied by the callers (``grad``, curvature).
 
-A head subclass implements ``_logits_jvp``, ``_logits_vjp``, ``_margin_gram``
-and ``_margin_gram_diag``, and may override ``_margin_jvp``/``_margin_vjp``
+A head subclass implements ``_logits_jvp``, ``_logits_vjp``, ``_margin_gram``,
+``_margin_gram_diag`` and ``_cost_flops``, and may override ``_margin_jvp``/``_margin_vjp``
 with a cheaper contraction. Solvers use only the methods defined here, so
 they never ask which head they were given.
 """
@@ -178,11 +178,23 @@ class Linearization:
         return xp.exp(-xp.logaddexp(0, -m) - xp.logaddexp(0, m))
 
     @functools.cached_property
+    def competitor_probs(self):
+        """``q_i``, the softmax over the competitors (zero at the label), shape (N, C)."""
+        Q = -self.U
+        Q[self.xp.arange(self.n_samples), self.y] = 0
+        return Q
+
+    @functools.cached_property
     def softmax(self):
         """``softmax(Z)``, shape (N, C), from the cached logsumexp: ``lse_all = lse_rest + softplus(m)``."""
         xp = self.xp
         lse_all = self.stats.lse_rest + xp.logaddexp(0, self.stats.margin)
         return xp.exp(self.logits - lse_all[:, None])
+
+    @functools.cached_property
+    def weight_mask(self):
+        """``(P,)`` 0/1 mask of the weights in ``theta`` (what ``l2`` penalises)."""
+        return self.head.weight_mask(self.xp, self.dtype)
 
     @functools.cached_property
     def loss(self) -> float:
@@ -230,6 +242,17 @@ class Linearization:
         bs = check_nonneg_scalar(bias_scale, "bias_scale")
         return self._margin_gram_diag(ws, bs)
 
+    def cost_flops(self):
+        """Floating-point operation counts for choosing a solver.
+
+        Returns
+        -------
+        dict
+            ``"product"``: one margin JVP plus one margin VJP (a matrix-free CG
+            iteration); ``"gram"``: building :meth:`margin_gram`.
+        """
+        return self._cost_flops()
+
     def _vec(self, v, shape, name):
         return check_vector(self.xp, v, shape, self.dtype, name)
 
@@ -251,4 +274,7 @@ class Linearization:
         raise NotImplementedError
 
     def _margin_gram_diag(self, weight_scale, bias_scale):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _cost_flops(self):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -96,3 +96,9 @@ class _LinearLinearization(Linearization):
         xp, U, X = self.xp, self.U, self.X
         # diag = ||u_i||^2 (s_W ||x_i||^2 + s_b)
         return kernels.row_dot(xp, U, U) * (weight_scale * kernels.row_dot(xp, X, X) + bias_scale)
+
+    def _cost_flops(self):
+        N, D, C = self.n_samples, self.head.n_features, self.head.n_classes
+        # JVP: X V_W^T (2 N C D); VJP: G^T X (2 N C D); fused row passes O(N C).
+        # Gram: X X^T (2 N^2 D) and U U^T (2 N^2 C).
+        return {"product": 4 * N * C * D + 4 * N * C, "gram": 2 * N * N * (C + D)}

@@ -67,9 +67,18 @@ def scale_rows(xp, A, a, out=None):
 
 
 def softmax_cov_rows(xp, P, V):
-    """Apply each row's softmax covariance: ``out_i = p_i * v_i - p_i (p_i . v_i)``."""
+    """Apply each row's softmax covariance: ``out_i = p_i ⊙ v_i - p_i (p_i . v_i)``.
+
+    Accurate when ``p_i`` is nearly one-hot (see ``kernels.cpu.softmax_cov_rows``).
+    """
     if _on_cpu(xp):
         out = xp.empty_like(V)
         cpu.softmax_cov_rows(P, V, out)
         return out
-    return P * (V - (P * V).sum(axis=1, keepdims=True))
+    rows = xp.arange(P.shape[0])
+    top = xp.argmax(P, axis=1)
+    v_top = V[rows, top]
+    d = (P * (v_top[:, None] - V)).sum(axis=1)
+    out = P * (V - (v_top - d)[:, None])
+    out[rows, top] = P[rows, top] * d
+    return out
