@@ -16,6 +16,7 @@ import functools
 import numpy
 
 __all__ = [
+    "cholesky_solve",
     "get_namespace",
     "gpu_available",
     "is_cupy_array",
@@ -117,3 +118,35 @@ def to_numpy(x):
     if is_cupy_array(x):
         return x.get()
     return numpy.asarray(x)
+
+
+def cholesky_solve(K, b):
+    """Solve ``K x = b`` for symmetric positive definite ``K`` by Cholesky.
+
+    Parameters
+    ----------
+    K : array, shape (n, n)
+    b : array, shape (n,)
+        Same backend as ``K``; solved in their dtype (callers pass float64).
+
+    Returns
+    -------
+    x : array, shape (n,), or None
+        ``None`` when ``K`` is not numerically positive definite.
+    """
+    if is_cupy_array(K):
+        import cupy
+        import cupyx.scipy.linalg
+
+        L = cupy.linalg.cholesky(K)
+        if not bool(cupy.isfinite(L).all()):  # CuPy returns NaN instead of raising
+            return None
+        z = cupyx.scipy.linalg.solve_triangular(L, b, lower=True)
+        return cupyx.scipy.linalg.solve_triangular(L, z, lower=True, trans="T")
+    import scipy.linalg
+
+    try:
+        factor = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
+    except numpy.linalg.LinAlgError:
+        return None
+    return scipy.linalg.cho_solve(factor, b, check_finite=False)

@@ -1,0 +1,249 @@
+"""Damped Gauss-Newton steps: FGN in row space (CG or Cholesky), full GGN in parameter space.
+
+Conventions
+-----------
+The objective is ``L(theta) = mean_i loss_i + (l2/2) ||theta_w||^2`` (weights
+only), with gradient ``g = lin.grad + l2 M theta``. A step solves
+
+    (G + l2 M + damping I) delta = -g
+
+with ``G = G_FGN`` (:func:`fgn_step`) or ``G = G_GGN`` (:func:`ggn_step`).
+With ``A = S J``, ``S = diag(sqrt(w_i / N))`` and the diagonal
+``Lam = damping I + l2 M``, Woodbury turns the FGN system into the ``N x N``
+row-space system
+
+    (I + A Lam^-1 A^T) alpha = A Lam^-1 g
+    delta = Lam^-1 (A^T alpha - g)
+
+which never divides by ``w_i``: rows whose ``w_i`` underflows simply drop out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._backend import cholesky_solve
+from ._validation import check_nonneg_scalar, check_vector
+from .cg import cg
+from .curvature import _fgn, _ggn, fgn_quadratic, ggn_quadratic
+from .heads import Linearization
+
+__all__ = ["StepResult", "fgn_step", "ggn_step"]
+
+SOLVERS = ("auto", "cg", "cholesky")
+
+# Cost model of solver="auto" (see `_choose_solver`).
+CG_ITERATIONS_ESTIMATE = 20
+CHOLESKY_MAX_ROWS = 8192
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """A damped Gauss-Newton step.
+
+    Attributes
+    ----------
+    direction : array, shape (P,)
+        ``delta``, finite, in the dtype and on the backend of ``lin``.
+    predicted_decrease : float
+        ``-(g^T delta + 1/2 delta^T (G + l2 M) delta)`` under the step's own
+        curvature ``G`` (FGN for :func:`fgn_step`, GGN for :func:`ggn_step`).
+    n_iter : int
+        CG iterations (0 for a direct Cholesky solve).
+    converged : bool
+        Whether the solver met its tolerance (always True for Cholesky).
+    solver : str
+        What ran: ``"cg"`` (row space), ``"cholesky"`` (row space),
+        ``"cg-parameter-space"`` (``damping = 0`` or :func:`ggn_step`).
+    coefficients : array, shape (N,), or None
+        Row-space solution ``alpha``; pass it as ``x0`` to warm-start the next
+        step on the same batch. ``None`` for parameter-space solves.
+    status : str
+        Why the solver stopped, in words.
+    """
+
+    direction: Any
+    predicted_decrease: float
+    n_iter: int
+    converged: bool
+    solver: str
+    coefficients: Any
+    status: str
+
+
+def _check_step_args(lin, damping, l2, rtol):
+    if not isinstance(lin, Linearization):
+        raise TypeError(f"`lin` must be a Linearization (from head.linearize); got {type(lin).__name__}.")
+    damping = check_nonneg_scalar(damping, "damping")
+    l2 = check_nonneg_scalar(l2, "l2")
+    rtol = check_nonneg_scalar(rtol, "rtol")
+    return damping, l2, rtol
+
+
+def _objective_grad(lin, l2):
+    # g = (1/N) J^T r + l2 M theta
+    if l2 == 0.0:
+        return lin.grad
+    return lin.grad + lin.dtype.type(l2) * lin.weight_mask * lin.theta
+
+
+def _predicted_decrease(lin, g, delta, l2, quadratic):
+    # pred = -(g^T delta + 1/2 (delta^T G delta + l2 ||M delta||^2))
+    xp = lin.xp
+    quad = quadratic(lin, delta)
+    if l2:
+        quad = quad + l2 * xp.sum(lin.weight_mask * delta * delta)
+    return -float(xp.dot(g, delta) + 0.5 * quad)
+
+
+def _choose_solver(lin) -> str:
+    """``"cholesky"`` when building and factorising the Gram matrix costs less than CG.
+
+    Cost model, in flops: CG runs ``CG_ITERATIONS_ESTIMATE`` iterations of one
+    margin JVP and one VJP (``lin.cost_flops()["product"]``, about ``4 N C D``
+    for the linear head); Cholesky builds the Gram matrix (``["gram"]``, about
+    ``2 N^2 (C + D)``) and factorises it (``N^3 / 3``). Cholesky is never chosen
+    above ``CHOLESKY_MAX_ROWS`` rows (its ``N x N`` float64 matrix).
+    """
+    N = lin.n_samples
+    if N > CHOLESKY_MAX_ROWS:
+        return "cg"
+    flops = lin.cost_flops()
+    cholesky = flops["gram"] + N**3 / 3
+    return "cholesky" if cholesky <= CG_ITERATIONS_ESTIMATE * flops["product"] else "cg"
+
+
+def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0=None) -> StepResult:
+    """The damped FGN step, solved in row space (one row per example).
+
+    Parameters
+    ----------
+    lin : Linearization
+        From ``head.linearize(theta, X, y)``; any head.
+    damping : float
+        ``lambda >= 0``. ``0`` is allowed: ``Lam`` may then be singular and the
+        step is solved in parameter space (see Notes).
+    l2 : float, default 0
+        Weight penalty of the objective (biases are not penalised).
+    solver : {"auto", "cg", "cholesky"}
+        ``"cg"``: matrix-free, Jacobi-preconditioned, one margin VJP and one
+        margin JVP per iteration. ``"cholesky"``: factorises the explicit
+        row-space matrix built from ``lin.margin_gram`` in float64.
+        ``"auto"``: the cheaper of the two by the flop model of
+        ``_choose_solver``.
+    rtol : float, default 1e-6
+        CG's relative residual tolerance on the row-space system.
+    maxiter : int, optional
+        CG iterations at most (default ``10 N``; ``10 P`` in parameter space).
+    x0 : array, shape (N,), optional
+        Row-space starting point for CG, e.g. the previous step's
+        ``coefficients`` on the same batch.
+
+    Returns
+    -------
+    StepResult
+
+    Notes
+    -----
+    With ``A = S J``, ``S = diag(sqrt(w_i/N))``, ``Lam = damping I + l2 M``::
+
+        (I + A Lam^-1 A^T) alpha = A Lam^-1 g,   delta = Lam^-1 (A^T alpha - g)
+
+    The row-space matrix is ``I + (s s^T) ⊙ (J Lam^-1 J^T)``, and
+    ``J Lam^-1 J^T = lin.margin_gram(1/(damping + l2), 1/damping)``: its
+    eigenvalues are >= 1, so it is always positive definite and Cholesky
+    cannot fail. The Jacobi preconditioner is its diagonal,
+    ``1 + s_i^2 lin.margin_gram_diag(...)_i``.
+
+    For ``damping = 0`` the Woodbury form needs ``Lam^-1``, which does not
+    exist, so the step solves ``(G_FGN + l2 M) delta = -g`` by CG in
+    parameter space from ``delta = 0``. On a consistent system this converges
+    to the minimum-norm solution; when ``g`` has a component outside the
+    range of ``G_FGN + l2 M`` (e.g. a row whose ``w_i`` underflowed) no finite
+    minimiser exists and the result says ``converged=False``.
+    """
+    damping, l2, rtol = _check_step_args(lin, damping, l2, rtol)
+    if solver not in SOLVERS:
+        raise ValueError(f"`solver` must be one of {SOLVERS}; got {solver!r}.")
+    xp, N = lin.xp, lin.n_samples
+    if x0 is not None:
+        x0 = check_vector(xp, x0, (N,), lin.dtype, "x0")
+    g = _objective_grad(lin, l2)
+    if damping == 0.0:
+        return _parameter_space_step(lin, g, 0.0, l2, _fgn, fgn_quadratic, rtol, maxiter)
+
+    dt = lin.dtype.type
+    lam_inv = 1 / (dt(damping) + dt(l2) * lin.weight_mask)
+    weight_scale, bias_scale = 1 / (damping + l2), 1 / damping
+    s = xp.sqrt(lin.curvature_weights / dt(N))
+    # rhs = A Lam^-1 g = s ⊙ J (Lam^-1 g)
+    rhs = s * lin._margin_jvp(lam_inv * g)
+    if solver == "auto":
+        solver = _choose_solver(lin)
+
+    if solver == "cholesky":
+        # K = I + (s s^T) ⊙ (J Lam^-1 J^T), factorised in float64
+        K = xp.asarray(lin._margin_gram(weight_scale, bias_scale), dtype=xp.float64)
+        s64 = xp.asarray(s, dtype=xp.float64)
+        K *= s64[:, None]
+        K *= s64[None, :]
+        K[xp.arange(N), xp.arange(N)] += 1.0
+        alpha = cholesky_solve(K, xp.asarray(rhs, dtype=xp.float64))
+        alpha = xp.asarray(alpha, dtype=lin.dtype)
+        n_iter, converged, status = 0, True, "solved by Cholesky"
+    else:
+
+        def matvec(a):
+            # a -> s ⊙ a -> J^T (s ⊙ a) -> Lam^-1 (...) -> s ⊙ J (...) -> a + (...)
+            return a + s * lin._margin_jvp(lam_inv * lin._margin_vjp(s * a))
+
+        diag = 1 + s * s * lin._margin_gram_diag(weight_scale, bias_scale)
+        res = cg(matvec, rhs, x0, rtol=rtol, maxiter=maxiter, precond=lambda r: r / diag)
+        alpha, n_iter, converged, status = res.x, res.n_iter, res.converged, res.status
+
+    # delta = Lam^-1 (A^T alpha - g)
+    delta = lam_inv * (lin._margin_vjp(s * alpha) - g)
+    pred = _predicted_decrease(lin, g, delta, l2, fgn_quadratic)
+    return StepResult(delta, pred, n_iter, converged, solver, alpha, status)
+
+
+def ggn_step(lin, damping, *, l2=0.0, rtol=1e-6, maxiter=None) -> StepResult:
+    """The damped full-GGN step by parameter-space CG: the reference FGN is compared with.
+
+    Solves ``(G_GGN + l2 M + damping I) delta = -g`` with one logit JVP and
+    one logit VJP per iteration.
+
+    Parameters
+    ----------
+    lin : Linearization
+    damping : float
+        ``>= 0``.
+    l2 : float, default 0
+    rtol : float, default 1e-6
+        Relative residual tolerance of CG.
+    maxiter : int, optional
+        Default ``10 P``.
+
+    Returns
+    -------
+    StepResult
+        ``solver="cg-parameter-space"``, ``coefficients=None``;
+        ``predicted_decrease`` is under the GGN quadratic model.
+    """
+    damping, l2, rtol = _check_step_args(lin, damping, l2, rtol)
+    g = _objective_grad(lin, l2)
+    return _parameter_space_step(lin, g, damping, l2, _ggn, ggn_quadratic, rtol, maxiter)
+
+
+def _parameter_space_step(lin, g, damping, l2, curvature, quadratic, rtol, maxiter):
+    dt = lin.dtype.type
+    shift = dt(damping) + dt(l2) * lin.weight_mask
+
+    def matvec(v):
+        # (G + l2 M + damping I) v
+        return curvature(lin, v) + shift * v
+
+    res = cg(matvec, -g, rtol=rtol, maxiter=maxiter)
+    pred = _predicted_decrease(lin, g, res.x, l2, quadratic)
+    return StepResult(res.x, pred, res.n_iter, res.converged, "cg-parameter-space", None, res.status)
