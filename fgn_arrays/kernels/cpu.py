@@ -11,7 +11,8 @@ lives here: dense products go to BLAS through NumPy.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 # Reductions may be reassociated (vectorised); no assumption about NaN/inf.
 _REDUCE_FLAGS = {"reassoc", "contract"}
@@ -30,28 +31,90 @@ NO_COMPETITORS, COMPETITOR_PROBS, MARGIN_DIRECTION = 0, 1, 2
 # Classes per chunk of the online logsumexp: 2 KiB of float32, well inside L1.
 _CHUNK = 512
 
+# Finite inputs only (validated at the boundary): the chunk loops may assume
+# no NaN/inf, which lets LLVM vectorise their max and sum reductions.
+_FINITE_FLAGS = {"reassoc", "contract", "nnan", "ninf", "nsz"}
 
-@njit(cache=True, inline="always", fastmath=_REDUCE_FLAGS)
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693145751953125)  # ln 2 split so that n * _LN2_HI is exact
+_LN2_LO = np.float32(1.4286068203094173e-06)
+_EXP_FLOOR = np.float32(-43.0)  # exp(-43) ~ 2e-19: below any float32 sum that contains exp(0) = 1
+
+
+@njit(cache=True, fastmath=_FINITE_FLAGS)
+def _exp_nonpositive_f32(x):
+    """exp(x) for float32 ``x <= 0``, vectorisable (no libm call); relative error < 4e-7.
+
+    ``x = n ln 2 + r`` with ``|r| <= ln 2 / 2``, ``exp(r)`` by its degree-6
+    Taylor polynomial, ``2^n`` as ``1 / (1 << -n)``. Arguments below -43 are
+    raised to -43: such terms are < 2e-19 and only ever added to a sum that
+    holds exp(0) = 1.
+    """
+    x = max(x, _EXP_FLOOR)
+    n = math.floor(x * _LOG2E + np.float32(0.5))
+    r = (x - n * _LN2_HI) - n * _LN2_LO
+    p = np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p / np.float32(np.int64(1) << np.int64(-n))
+
+
+@njit(cache=True, fastmath=_FINITE_FLAGS)
+def _chunk_max(Z, i, start, stop):
+    top = Z[i, start]
+    for k in range(start + 1, stop):
+        top = max(top, Z[i, k])
+    return top
+
+
+@njit(cache=True, fastmath=_FINITE_FLAGS)
+def _chunk_expsum_f32(Z, i, start, stop, top):
+    # sum_k exp(Z_ik - top), Z_ik <= top, in float32 with the vectorisable exp
+    s = np.float32(0.0)
+    for k in range(start, stop):
+        s += _exp_nonpositive_f32(Z[i, k] - top)
+    return s
+
+
+@njit(cache=True, fastmath=_FINITE_FLAGS)
+def _chunk_expsum_f64(Z, i, start, stop, top):
+    # sum_k exp(Z_ik - top) in float64 with libm's exp (full float64 accuracy)
+    s = 0.0
+    for k in range(start, stop):
+        s += math.exp(Z[i, k] - top)
+    return s
+
+
+def _chunk_expsum(Z, i, start, stop, top):
+    """sum_k exp(Z_ik - top) over a chunk, in Z's dtype (resolved at compile time below)."""
+
+
+@overload(_chunk_expsum)
+def _chunk_expsum_by_dtype(Z, i, start, stop, top):
+    if Z.dtype == types.float32:
+        return lambda Z, i, start, stop, top: _chunk_expsum_f32(Z, i, start, stop, np.float32(top))
+    return lambda Z, i, start, stop, top: _chunk_expsum_f64(Z, i, start, stop, top)
+
+
+@njit(cache=True)
 def _fold_logsumexp(Z, i, lo, hi, top, s):
     """Fold ``Z[i, lo:hi]`` into the running ``(top, s)``, ``s = sum exp(Z_ik - top)``.
 
     Chunked online logsumexp: per chunk, its maximum (rescaling ``s`` when the
     running maximum grows), then the sum of exponentials in the input dtype
-    (vectorisable), added to ``s`` in float64.
+    (vectorised), added to ``s`` in float64.
     """
     for start in range(lo, hi, _CHUNK):
         stop = min(start + _CHUNK, hi)
-        chunk_top = Z[i, start]
-        for k in range(start + 1, stop):
-            chunk_top = max(chunk_top, Z[i, k])
-        if np.float64(chunk_top) > top:
-            s *= math.exp(top - np.float64(chunk_top))  # exp(-inf) = 0 on the first chunk
-            top = np.float64(chunk_top)
-        top_native = Z.dtype.type(top)  # exact: top is one of the Z_ik
-        chunk_sum = Z.dtype.type(0.0)
-        for k in range(start, stop):
-            chunk_sum += math.exp(Z[i, k] - top_native)
-        s += np.float64(chunk_sum)
+        chunk_top = np.float64(_chunk_max(Z, i, start, stop))
+        if chunk_top > top:
+            s *= math.exp(top - chunk_top)  # exp(-inf) = 0 on the first chunk
+            top = chunk_top
+        s += np.float64(_chunk_expsum(Z, i, start, stop, top))
     return top, s
 
 
@@ -129,3 +192,51 @@ def softmax_cov_rows(P, V, out):
         for k in range(n_cols):
             out[i, k] = np.float64(P[i, k]) * (np.float64(V[i, k]) - pv)
         out[i, top] = np.float64(P[i, top]) * d
+
+
+# ---- Hidden-layer activations (TwoLayerHead) ---------------------------------
+
+# Which phi `activation_rows` applies (`kernels.ACTIVATIONS` maps names to codes).
+TANH, RELU, GELU = 0, 1, 2
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@njit(cache=True, inline="always")
+def activation_value(x, code):
+    """``(phi(x), phi'(x))`` of one float64 ``x``; also compiled for CUDA (``kernels.cuda``).
+
+    tanh: with ``e = expm1(-2|x|)``, ``tanh|x| = -e / (2 + e)`` and
+    ``tanh'(x) = 1 - tanh^2 x = 4 exp(-2|x|) / (2 + e)^2``: no cancellation
+    near 0, and ``tanh'`` keeps its relative accuracy at large ``|x|``
+    (``1 - tanh^2`` would round to 0 beyond ``|x| ~ 19``).
+    relu: ``max(x, 0)``, and ``relu'(x) = 1`` for ``x > 0``, else 0 (``relu'(0) = 0``).
+    gelu (exact): ``x Phi(x)`` and ``Phi(x) + x phi(x)``, with
+    ``Phi(x) = erfc(-x / sqrt 2) / 2`` (accurate in the left tail too).
+    """
+    if code == TANH:
+        e = math.expm1(-2.0 * abs(x))
+        t = -e / (2.0 + e)
+        return (t if x >= 0.0 else -t), 4.0 * math.exp(-2.0 * abs(x)) / ((2.0 + e) * (2.0 + e))
+    if code == RELU:
+        if x > 0.0:
+            return x, 1.0
+        return 0.0, 0.0
+    cdf = 0.5 * math.erfc(-x * _SQRT_HALF)
+    return x * cdf, cdf + x * _INV_SQRT_2PI * math.exp(-0.5 * x * x)
+
+
+@njit(parallel=True, cache=True)
+def activation_rows(H, shift, code, a, dphi):
+    """a_ij = phi(H_ij + shift_j), dphi_ij = phi'(H_ij + shift_j), in one pass.
+
+    Computed in float64, stored in the outputs' dtype; ``a`` may be ``H``
+    itself (each entry is read before it is written).
+    """
+    n_rows, n_cols = H.shape
+    for i in prange(n_rows):
+        for j in range(n_cols):
+            f, d = activation_value(np.float64(H[i, j]) + np.float64(shift[j]), code)
+            a[i, j] = f
+            dphi[i, j] = d
