@@ -3,7 +3,7 @@
 from ._backend import gpu_available, to_device, to_numpy
 from .cg import CGResult, cg
 from .curvature import dropped_matvec, fgn_matvec, ggn_matvec
-from .heads import LinearHead, Linearization
+from .heads import LinearHead, Linearization, TwoLayerHead
 from .margin import MarginStats, competitor_probs, margin_stats
 from .step import StepResult, fgn_step, ggn_step
 
@@ -15,6 +15,7 @@ __all__ = [
     "Linearization",
     "MarginStats",
     "StepResult",
+    "TwoLayerHead",
     "cg",
     "competitor_probs",
     "dropped_matvec",

@@ -409,3 +409,36 @@ def two_layer_logit_jacobian_ref(theta, X, H, C, activation):
                 Jz[i, c, o_b1 + j] = s
             Jz[i, c, o_b2 + c] = 1.0
     return Jz
+
+
+def random_two_layer_problem(n_samples, n_features, n_hidden, n_classes, seed=0, scale=1.0, kink_gap=1e-3):
+    """Random ``(theta, X, y)`` for the two-layer head.
+
+    Pre-activations ``h = X W1^T + b1`` are of size ~1.5 (inside tanh's and
+    gelu's curved range) and logits of size ~``scale``; all biases are
+    non-zero. Every ``|h_ij|`` is kept above ``kink_gap`` (``b1_j`` is moved
+    in steps of ``2 kink_gap`` until it is), so that central differences with
+    ``eps < kink_gap`` never straddle relu's kink.
+    """
+    rng = np.random.default_rng(seed)
+    N, D, H, C = n_samples, n_features, n_hidden, n_classes
+    X = rng.standard_normal((N, D))
+    W1 = rng.standard_normal((H, D)) * (1.5 / math.sqrt(D + 1))
+    b1 = rng.standard_normal(H) * (1.5 / math.sqrt(D + 1))
+    W2 = rng.standard_normal((C, H)) * (scale / math.sqrt(H + 1))
+    b2 = rng.standard_normal(C) * (scale / math.sqrt(H + 1))
+    for j in range(H):
+        while np.min(np.abs(X @ W1[j] + b1[j])) <= kink_gap:
+            b1[j] += 2.0 * kink_gap
+    theta = np.concatenate([W1.ravel(), b1, W2.ravel(), b2])
+    y = rng.integers(0, C, size=N)
+    return theta, X, y
+
+
+def two_layer_weight_mask_ref(n_features, n_hidden, n_classes):
+    """0/1 ``(P,)`` mask of ``W1`` and ``W2`` in ``[W1, b1, W2, b2]``."""
+    D, H, C = n_features, n_hidden, n_classes
+    return np.concatenate([np.ones(H * D), np.zeros(H), np.ones(C * H), np.zeros(C)])
+
+
+__all__ += ["random_two_layer_problem", "two_layer_weight_mask_ref"]

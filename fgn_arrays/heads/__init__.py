@@ -2,5 +2,6 @@
 
 from ._base import Head, Linearization
 from .linear import LinearHead
+from .two_layer import TwoLayerHead
 
-__all__ = ["Head", "LinearHead", "Linearization"]
+__all__ = ["Head", "LinearHead", "Linearization", "TwoLayerHead"]

@@ -82,3 +82,23 @@ def softmax_cov_rows(xp, P, V):
     out = P * (V - (v_top - d)[:, None])
     out[rows, top] = P[rows, top] * d
     return out
+
+
+ACTIVATIONS = {"tanh": cpu.TANH, "relu": cpu.RELU, "gelu": cpu.GELU}
+
+
+def activation_rows(xp, H, shift, code, out=None):
+    """``phi(H + shift)`` and ``phi'(H + shift)``, shape ``(N, n_hidden)``, in one fused pass.
+
+    ``shift`` is ``(n_hidden,)`` (the bias), ``code`` a value of
+    :data:`ACTIVATIONS`. Returns ``(a, dphi)`` in ``H.dtype``; ``a`` is written
+    into ``out`` when given (``out=H`` overwrites the pre-activations).
+    ``relu'(0) = 0``.
+    """
+    a = xp.empty_like(H) if out is None else out
+    dphi = xp.empty_like(H)
+    if _on_cpu(xp):
+        cpu.activation_rows(H, shift, code, a, dphi)
+    else:
+        _cuda().activation_rows(H, shift, code, a, dphi)
+    return a, dphi

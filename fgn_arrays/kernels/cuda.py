@@ -112,3 +112,34 @@ def margin_rows(Z, y, margin, loss, prob_true, lse_rest, Q, mode, *, threads_per
     tpb = _check_block(threads_per_block)
     n_blocks = max(1, min(Z.shape[0], 65535))
     _margin_kernel(tpb)[n_blocks, tpb, _stream(Z)](Z, y, margin, loss, prob_true, lse_rest, Q, mode)
+
+
+# ---- Hidden-layer activations (TwoLayerHead) ---------------------------------
+
+from . import cpu as _cpu  # noqa: E402
+
+# The per-entry formula is written once, in kernels.cpu, and compiled here as a device function.
+_activation_value = cuda.jit(device=True)(_cpu.activation_value.py_func)
+
+
+@cuda.jit
+def _activation_kernel(H, shift, code, a, dphi):
+    # Grid-stride over the N x H entries: a_ij = phi(H_ij + shift_j), dphi_ij = phi'(...).
+    n_rows, n_cols = H.shape
+    for k in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
+        i = k // n_cols
+        j = k - i * n_cols
+        f, d = _activation_value(float64(H[i, j]) + float64(shift[j]), code)
+        a[i, j] = f
+        dphi[i, j] = d
+
+
+def activation_rows(H, shift, code, a, dphi, *, threads_per_block=DEFAULT_THREADS_PER_BLOCK):
+    """Launch the activation kernel: one thread per entry (grid-stride), float64 arithmetic.
+
+    ``code`` is one of ``kernels.cpu.TANH``, ``RELU``, ``GELU``; ``a`` may be ``H``.
+    """
+    tpb = _check_block(threads_per_block)
+    n_entries = H.shape[0] * H.shape[1]
+    n_blocks = max(1, min((n_entries + tpb - 1) // tpb, 65535))
+    _activation_kernel[n_blocks, tpb, _stream(H)](H, shift, code, a, dphi)
