@@ -1,0 +1,135 @@
+"""The Levenberg-Marquardt FGN training loop."""
+
+import numpy as np
+import pytest
+from reference import random_linear_problem
+
+import fgn_arrays as fa
+from fgn_arrays import optim
+
+
+def problem(N=200, D=5, C=4, seed=0):
+    _, X, _ = random_linear_problem(N, D, C, seed=seed)
+    rng = np.random.default_rng(seed)
+    W = 2.0 * rng.standard_normal((C, D))
+    gumbel = -np.log(-np.log(rng.uniform(size=(N, C))))
+    y = np.argmax(X @ W.T + gumbel, axis=1)
+    return fa.LinearHead(D, C), X, y
+
+
+def objective(head, theta, X, y, l2):
+    # mean cross-entropy + l2/2 ||W||^2, from scratch
+    W, b = theta[: head.n_classes * head.n_features].reshape(head.n_classes, -1), theta[-head.n_classes :]
+    Z = X @ W.T + b
+    Z = Z - Z.max(axis=1, keepdims=True)
+    log_p = Z[np.arange(len(y)), y] - np.log(np.exp(Z).sum(axis=1))
+    return -log_p.mean() + 0.5 * l2 * np.sum(W * W)
+
+
+def test_monotone_decrease_to_the_optimum():
+    head, X, y = problem()
+    l2 = 1e-2
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, max_iter=200, tol=1e-9)
+    accepted = np.array(res.history["objective"])[np.array(res.history["accepted"])]
+    assert np.all(np.diff(accepted) < 0)  # every accepted step decreases the objective
+    assert res.converged, res.status
+    # Strongly convex: the optimum has a zero gradient; compare with SciPy's L-BFGS-B.
+    from scipy.optimize import minimize as sp_minimize
+
+    ref = sp_minimize(lambda t: objective(head, t, X, y, l2), np.zeros(head.n_params), method="L-BFGS-B",
+                      options=dict(ftol=1e-15, gtol=1e-10, maxiter=5000))
+    assert res.objective == pytest.approx(ref.fun, rel=1e-7)
+    assert res.objective == pytest.approx(objective(head, res.theta, X, y, l2), rel=1e-12)
+    assert res.grad_norm < 1e-5
+
+
+def test_rejected_steps_raise_the_damping():
+    head, X, y = problem(seed=1)
+    # A tiny initial damping makes the first FGN steps overshoot.
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-4, damping=1e-8, max_iter=30)
+    h = res.history
+    rejected = [k for k, ok in enumerate(h["accepted"]) if not ok]
+    assert rejected, "expected at least one rejected step from damping 1e-8"
+    for k in rejected:
+        if k + 1 < len(h["damping"]):
+            assert h["damping"][k + 1] == pytest.approx(h["damping"][k] * optim.DAMPING_INCREASE)
+        # a rejected step leaves the objective where it was
+        if k > 0:
+            assert h["objective"][k] == pytest.approx(h["objective"][k - 1])
+
+
+def test_damping_update_rule():
+    assert optim._update_damping(1.0, 0.1) == 4.0
+    assert optim._update_damping(1.0, 0.5) == 1.0
+    assert optim._update_damping(1.0, 0.9) == pytest.approx(1 / 3)
+    assert optim._update_damping(1.0, float("nan")) == 4.0
+    assert optim._update_damping(1e8, -1.0) == 1e8
+    assert optim._update_damping(1e-8, 1.0) == 1e-8
+
+
+def test_history_callback_and_verbose(capsys):
+    head, X, y = problem()
+    seen = []
+
+    def callback(theta, record):
+        seen.append(record)
+        return len(seen) == 3  # stop after three steps
+
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-3, callback=callback, verbose=1)
+    assert res.status == "stopped by callback" and res.n_iter == 3
+    assert set(res.history) == set(optim.HISTORY_KEYS)
+    assert all(len(v) == 3 for v in res.history.values())
+    assert seen[-1]["seconds"] >= 0 and isinstance(seen[-1]["accepted"], bool)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["iter", "objective", "|grad|_inf"] and len(out) == 4
+
+
+def test_warm_start_reuses_coefficients(monkeypatch):
+    head, X, y = problem()
+    x0s = []
+    real = optim.fgn_step
+
+    def spy(lin, damping, **kwargs):
+        x0s.append(kwargs.get("x0"))
+        return real(lin, damping, **kwargs)
+
+    monkeypatch.setattr(optim, "fgn_step", spy)
+    fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-3, max_iter=4)
+    assert x0s[0] is None
+    assert all(x is not None and x.shape == (len(y),) for x in x0s[1:])
+
+
+def test_minibatches_decrease_the_full_objective():
+    head, X, y = problem(N=600)
+    l2 = 1e-3
+    start = objective(head, np.zeros(head.n_params), X, y, l2)
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, batch_size=100, max_iter=3, random_state=0)
+    assert res.n_iter == 3
+    assert len(res.history["objective"]) == 3 * 6  # 6 batches per epoch
+    assert res.objective < 0.7 * start
+    again = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, batch_size=100, max_iter=3, random_state=0)
+    np.testing.assert_array_equal(again.theta, res.theta)  # seeded shuffling
+
+
+def test_float32_stays_float32():
+    head, X, y = problem()
+    res = fa.minimize(head, np.zeros(head.n_params, np.float32), X.astype(np.float32), y, l2=1e-3, max_iter=5)
+    assert res.theta.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(damping=0.0), ValueError, r"`damping` must be > 0"),
+        (dict(damping=-1.0), ValueError, r"`damping` must be finite and >= 0"),
+        (dict(l2=-1.0), ValueError, r"`l2` must be finite and >= 0"),
+        (dict(max_iter=-1), ValueError, r"`max_iter` must be >= 0"),
+        (dict(batch_size=0), ValueError, r"`batch_size` must be >= 1"),
+        (dict(tol=np.nan), ValueError, r"`tol` must be finite"),
+        (dict(callback=3), TypeError, r"`callback` must be callable"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    head, X, y = problem()
+    with pytest.raises(exc, match=match):
+        fa.minimize(head, np.zeros(head.n_params), X, y, **kwargs)
