@@ -9,10 +9,12 @@ in row-major order. A :class:`Linearization` caches the forward pass at
 ``Jz (N, C, P)``, never formed. Sums over examples are plain sums: the
 ``1/N`` of the mean loss is applied by the callers (``grad``, curvature).
 
-A head subclass implements ``_logits_jvp``, ``_logits_vjp``, ``_margin_gram``,
-``_margin_gram_diag`` and ``_cost_flops``, and may override ``_margin_jvp``/``_margin_vjp``
-with a cheaper contraction. Solvers use only the methods defined here, so
-they never ask which head they were given.
+A head subclass implements ``_init_scales``, ``_logits`` and
+``_linearization``; its Linearization subclass implements ``_logits_jvp``,
+``_logits_vjp``, ``_margin_gram``, ``_margin_gram_diag`` and ``_cost_flops``,
+and may override ``_margin_jvp``/``_margin_vjp`` with a cheaper contraction.
+Solvers use only the methods defined here, so they never ask which head they
+were given.
 """
 
 from __future__ import annotations
@@ -95,6 +97,17 @@ class Head:
         ]
         theta = numpy.concatenate([numpy.ravel(b) for b in blocks]).astype(dt)
         return xp.asarray(theta)
+
+    def _init_scales(self):  # pragma: no cover - abstract
+        """Standard deviation of each block's initial values, in layout order."""
+        raise NotImplementedError
+
+    def _logits(self, xp, theta, X):  # pragma: no cover - abstract
+        """``(Z, cache)``: the logits and what the linearization reuses."""
+        raise NotImplementedError
+
+    def _linearization(self, xp, theta, X, y, Z, cache):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def logits(self, theta, X):
         """Logits ``Z (N, C)`` at ``theta`` for features ``X (N, D)``."""
@@ -237,7 +250,7 @@ class Linearization:
         return self._margin_gram(ws, bs)
 
     def margin_gram_diag(self, weight_scale=1.0, bias_scale=1.0):
-        """Diagonal of :meth:`margin_gram`, shape (N,), in ``O(N (C + D))``."""
+        """Diagonal of :meth:`margin_gram`, shape (N,): row norms of ``J``, one pass per layer."""
         ws = check_nonneg_scalar(weight_scale, "weight_scale")
         bs = check_nonneg_scalar(bias_scale, "bias_scale")
         return self._margin_gram_diag(ws, bs)

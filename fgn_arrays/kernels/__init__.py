@@ -36,7 +36,9 @@ def margin_rows(xp, Z, y, *, competitors=None):
     """
     mode = _MODES[competitors]
     outs = tuple(xp.empty(Z.shape[0], dtype=Z.dtype) for _ in range(4))
-    Q = xp.empty_like(Z) if competitors else xp.empty((0, 0), dtype=Z.dtype)
+    # Without competitors the kernels get a 1 x 1 placeholder they never touch
+    # (a size-0 device array may carry a null pointer).
+    Q = xp.empty_like(Z) if competitors else xp.empty((1, 1), dtype=Z.dtype)
     if _on_cpu(xp):
         cpu.margin_rows(Z, y, *outs, Q, mode)
     else:

@@ -100,7 +100,8 @@ def _stream(array):
     if type(array).__module__.split(".", 1)[0] == "cupy":
         import cupy
 
-        return cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+        ptr = cupy.cuda.get_current_stream().ptr
+        return cuda.external_stream(ptr) if ptr else cuda.default_stream()
     return 0
 
 
