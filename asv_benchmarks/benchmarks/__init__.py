@@ -1,0 +1,1 @@
+"""asv benchmarks of fgn_arrays: cost against the number of classes (see common.py)."""
