@@ -114,6 +114,30 @@ def _choose_solver(lin) -> str:
     return "cholesky" if cholesky <= CG_ITERATIONS_ESTIMATE * flops["product"] else "cg"
 
 
+def row_space_operator(lin, damping, *, l2=0.0):
+    """The FGN row-space operator ``a -> (I + A Lam^-1 A^T) a`` for ``damping > 0``.
+
+    Returns
+    -------
+    s : array, shape (N,)
+        ``sqrt(w_i / N)``, the diagonal of ``S`` in ``A = S J``.
+    lam_inv : array, shape (P,)
+        ``1 / (damping + l2 M)``, the diagonal of ``Lam^-1``.
+    matvec : callable
+        ``(N,) -> (N,)``: one margin VJP and one margin JVP, the product
+        :func:`fgn_step` applies at each CG iteration (benchmarks time it).
+    """
+    dt = lin.dtype.type
+    lam_inv = 1 / (dt(damping) + dt(l2) * lin.weight_mask)
+    s = lin.xp.sqrt(lin.curvature_weights / dt(lin.n_samples))
+
+    def matvec(a):
+        # a -> s ⊙ a -> J^T (s ⊙ a) -> Lam^-1 (...) -> s ⊙ J (...) -> a + (...)
+        return a + s * lin._margin_jvp(lam_inv * lin._margin_vjp(s * a))
+
+    return s, lam_inv, matvec
+
+
 def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0=None) -> StepResult:
     """The damped FGN step, solved in row space (one row per example).
 
@@ -173,10 +197,8 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
     if damping == 0.0:
         return _parameter_space_step(lin, g, 0.0, l2, _fgn, fgn_quadratic, rtol, maxiter)
 
-    dt = lin.dtype.type
-    lam_inv = 1 / (dt(damping) + dt(l2) * lin.weight_mask)
+    s, lam_inv, matvec = row_space_operator(lin, damping, l2=l2)
     weight_scale, bias_scale = 1 / (damping + l2), 1 / damping
-    s = xp.sqrt(lin.curvature_weights / dt(N))
     # rhs = A Lam^-1 g = s ⊙ J (Lam^-1 g)
     rhs = s * lin._margin_jvp(lam_inv * g)
     if solver == "auto":
@@ -193,11 +215,6 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
         alpha = xp.asarray(alpha, dtype=lin.dtype)
         n_iter, converged, status = 0, True, "solved by Cholesky"
     else:
-
-        def matvec(a):
-            # a -> s ⊙ a -> J^T (s ⊙ a) -> Lam^-1 (...) -> s ⊙ J (...) -> a + (...)
-            return a + s * lin._margin_jvp(lam_inv * lin._margin_vjp(s * a))
-
         diag = 1 + s * s * lin._margin_gram_diag(weight_scale, bias_scale)
         res = cg(matvec, rhs, x0, rtol=rtol, maxiter=maxiter, precond=lambda r: r / diag)
         alpha, n_iter, converged, status = res.x, res.n_iter, res.converged, res.status

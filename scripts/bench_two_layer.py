@@ -39,6 +39,7 @@ import numpy as np
 import scipy.linalg
 
 import fgn_arrays as fa
+from fgn_arrays.step import row_space_operator
 from fgn_arrays._timing import best_of
 
 
@@ -53,19 +54,6 @@ def make_problem(N, D, H, C, activation, seed=0):
     return head, head.init_params(seed=seed, dtype="float32"), X, y
 
 
-def row_space_matvec(lin, damping, l2):
-    """``fgn_step``'s CG matvec for ``(damping, l2)``: one margin VJP and one margin JVP."""
-    dt = lin.dtype.type
-    lam_inv = 1 / (dt(damping) + dt(l2) * lin.weight_mask)
-    s = np.sqrt(lin.curvature_weights / dt(lin.n_samples))
-
-    def matvec(a):
-        # a -> s ⊙ a -> J^T (s ⊙ a) -> Lam^-1 (...) -> s ⊙ J (...) -> a + (...)
-        return a + s * lin._margin_jvp(lam_inv * lin._margin_vjp(s * a))
-
-    return matvec
-
-
 def bench(N, D, H, C, activation, damping, l2, repeats):
     head, theta, X, y = make_problem(N, D, H, C, activation)
     lin = head.linearize(theta, X, y)
@@ -73,7 +61,7 @@ def bench(N, D, H, C, activation, damping, l2, repeats):
     f32 = np.float32
 
     # ---- 1. one CG iteration vs the two GEMMs of each layer
-    matvec = row_space_matvec(lin, damping, l2)
+    matvec = row_space_operator(lin, damping, l2=l2)[2]
     alpha = rng.standard_normal(N).astype(f32)
     lin.hidden_directions  # noqa: B018  (build the cached S outside the timing)
     t_iter = best_of(lambda: matvec(alpha), repeats=repeats)

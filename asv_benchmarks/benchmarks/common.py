@@ -40,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 import fgn_arrays as fa
+from fgn_arrays.step import row_space_operator
 from fgn_arrays._timing import best_of, synchronize
 
 __all__ = [
@@ -112,18 +113,9 @@ def synced(xp, fn, *args, **kwargs):
 def row_space_matvec(lin, damping):
     """One row-space CG iteration of :func:`fgn_arrays.fgn_step` (``l2 = 0``), as a function of ``a (N,)``.
 
-    ``a -> a + s ⊙ J (Lam^-1 J^T (s ⊙ a))`` with ``s = sqrt(w / N)``,
-    ``Lam = damping I``: one margin VJP and one margin JVP, the product
-    ``fgn_step(solver="cg")`` applies at each iteration.
+    ``a -> a + s ⊙ J (Lam^-1 J^T (s ⊙ a))``: one margin VJP and one margin JVP.
     """
-    xp, dt = lin.xp, lin.dtype.type
-    lam_inv = 1 / (dt(damping) + dt(0) * lin.weight_mask)
-    s = xp.sqrt(lin.curvature_weights / dt(lin.n_samples))
-
-    def matvec(a):
-        return a + s * lin._margin_jvp(lam_inv * lin._margin_vjp(s * a))
-
-    return matvec
+    return row_space_operator(lin, damping)[2]
 
 
 class _Case:
