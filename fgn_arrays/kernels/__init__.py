@@ -8,9 +8,31 @@ only when a CuPy array arrives.
 
 from __future__ import annotations
 
+import numba
 import numpy
 
 from . import cpu
+
+
+# Below this many entries a CPU kernel runs on one thread. Numba's OpenMP
+# workers spin after a parallel region, and so do the BLAS threads after a GEMM:
+# alternating the two on a few cores costs milliseconds a call, far more than a
+# small per-row pass takes on one thread (measured: a row-space CG iteration at
+# N=512, D=256, C=10 went from 34x to ~2x the GEMM floor on 2 cores).
+PARALLEL_MIN_ENTRIES = 1 << 22
+
+
+def _run_cpu(kernel, n_entries, *args):
+    """Call a ``kernels.cpu`` kernel, on one thread when ``n_entries`` is small."""
+    if n_entries >= PARALLEL_MIN_ENTRIES:
+        kernel(*args)
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        kernel(*args)
+    finally:
+        numba.set_num_threads(previous)
 
 
 def _on_cpu(xp) -> bool:
@@ -40,7 +62,7 @@ def margin_rows(xp, Z, y, *, competitors=None):
     # (a size-0 device array may carry a null pointer).
     Q = xp.empty_like(Z) if competitors else xp.empty((1, 1), dtype=Z.dtype)
     if _on_cpu(xp):
-        cpu.margin_rows(Z, y, *outs, Q, mode)
+        _run_cpu(cpu.margin_rows, Z.size, Z, y, *outs, Q, mode)
     else:
         _cuda().margin_rows(Z, y, *outs, Q, mode)
     return outs, (Q if competitors else None)
@@ -52,7 +74,7 @@ def row_dot(xp, A, B, shift=None):
         shift = xp.zeros(A.shape[1], dtype=A.dtype)
     if _on_cpu(xp):
         out = xp.empty(A.shape[0], dtype=numpy.result_type(A.dtype, B.dtype))
-        cpu.row_dot(A, B, shift, out)
+        _run_cpu(cpu.row_dot, A.size, A, B, shift, out)
         return out
     return (A * (B + shift)).sum(axis=1)
 
@@ -62,7 +84,7 @@ def scale_rows(xp, A, a, out=None):
     if out is None:
         out = xp.empty_like(A)
     if _on_cpu(xp):
-        cpu.scale_rows(A, a, out)
+        _run_cpu(cpu.scale_rows, A.size, A, a, out)
     else:
         xp.multiply(A, a[:, None], out=out)
     return out
@@ -75,7 +97,7 @@ def softmax_cov_rows(xp, P, V):
     """
     if _on_cpu(xp):
         out = xp.empty_like(V)
-        cpu.softmax_cov_rows(P, V, out)
+        _run_cpu(cpu.softmax_cov_rows, P.size, P, V, out)
         return out
     rows = xp.arange(P.shape[0])
     top = xp.argmax(P, axis=1)
@@ -100,7 +122,7 @@ def activation_rows(xp, H, shift, code, out=None):
     a = xp.empty_like(H) if out is None else out
     dphi = xp.empty_like(H)
     if _on_cpu(xp):
-        cpu.activation_rows(H, shift, code, a, dphi)
+        _run_cpu(cpu.activation_rows, H.size, H, shift, code, a, dphi)
     else:
         _cuda().activation_rows(H, shift, code, a, dphi)
     return a, dphi
