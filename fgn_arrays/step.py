@@ -212,9 +212,14 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
         K *= s64[None, :]
         K[xp.arange(N), xp.arange(N)] += 1.0
         alpha = cholesky_solve(K, xp.asarray(rhs, dtype=xp.float64))
-        alpha = xp.asarray(alpha, dtype=lin.dtype)
-        n_iter, converged, status = 0, True, "solved by Cholesky"
-    else:
+        if alpha is not None:
+            alpha = xp.asarray(alpha, dtype=lin.dtype)
+            n_iter, converged, status = 0, True, "solved by Cholesky"
+        else:
+            # K is positive definite in exact arithmetic (eigenvalues >= 1), but a
+            # float32 Gram matrix scaled by 1/damping can lose that: fall back to CG.
+            solver = "cg"
+    if solver == "cg":
         diag = 1 + s * s * lin._margin_gram_diag(weight_scale, bias_scale)
         res = cg(matvec, rhs, x0, rtol=rtol, maxiter=maxiter, precond=lambda r: r / diag)
         alpha, n_iter, converged, status = res.x, res.n_iter, res.converged, res.status

@@ -255,7 +255,7 @@ WORDNET50_C10_OPTIMUM = 0.67503717
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known gap (issue 5): Levenberg-Marquardt FGN reaches ~0.692 in 200 steps against the "
+    reason="known gap (issue 5): Levenberg-Marquardt FGN reaches ~0.69 in 200 steps against the "
     "optimum 0.67504; FGN drops the within-competitor covariance, which is large with 133 classes. "
     "strict: this test fails the suite once the optimizer closes the gap, so the marker goes then.",
 )

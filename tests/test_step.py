@@ -249,3 +249,15 @@ def test_cupy_parity(solver):
     ggn_cpu = fa.ggn_step(lin_cpu, 0.1, rtol=1e-12)
     ggn_gpu = fa.ggn_step(lin_gpu, 0.1, rtol=1e-12)
     np.testing.assert_allclose(to_host(ggn_gpu.direction), ggn_cpu.direction, rtol=1e-9, atol=1e-12)
+
+
+def test_cholesky_failure_falls_back_to_cg(monkeypatch):
+    # A float32 Gram matrix scaled by 1/damping can lose positive definiteness:
+    # the step must then come from CG, not from a failed factorisation.
+    d = dense_problem(6, 3, 4)
+    lin = fa.LinearHead(3, 4).linearize(d["theta"], d["X"], d["y"])
+    monkeypatch.setattr(step_module, "cholesky_solve", lambda K, b: None)
+    res = fa.fgn_step(lin, 0.1, solver="cholesky", rtol=1e-12)
+    delta, _ = dense_step(d["fgn"], d["grad"], d["theta"], d["mask"], 0.1, 0.0)
+    assert res.solver == "cg" and res.converged and res.n_iter > 0
+    np.testing.assert_allclose(res.direction, delta, rtol=1e-8, atol=1e-8 * np.abs(delta).max())

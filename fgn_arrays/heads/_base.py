@@ -212,7 +212,7 @@ class Linearization:
     @functools.cached_property
     def loss(self) -> float:
         """Mean softmax cross-entropy (a Python float)."""
-        return float(self.xp.mean(self.stats.loss))
+        return float(self.xp.mean(self.stats.loss, dtype=self.xp.float64))
 
     @functools.cached_property
     def grad(self):

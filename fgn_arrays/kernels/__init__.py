@@ -14,17 +14,20 @@ import numpy
 from . import cpu
 
 
-# Below this many entries a CPU kernel runs on one thread. Numba's OpenMP
+# Below these many entries a CPU kernel runs on one thread. Numba's OpenMP
 # workers spin after a parallel region, and so do the BLAS threads after a GEMM:
 # alternating the two on a few cores costs milliseconds a call, far more than a
 # small per-row pass takes on one thread (measured: a row-space CG iteration at
-# N=512, D=256, C=10 went from 34x to ~2x the GEMM floor on 2 cores).
+# N=512, D=256, C=10 went from 34x to ~2x the GEMM floor on 2 cores). Passes
+# with an exp/erf per entry gain from threads sooner than multiply-add passes.
 PARALLEL_MIN_ENTRIES = 1 << 22
+PARALLEL_MIN_ENTRIES_TRANSCENDENTAL = 1 << 18
 
 
-def _run_cpu(kernel, n_entries, *args):
+def _run_cpu(kernel, n_entries, *args, transcendental=False):
     """Call a ``kernels.cpu`` kernel, on one thread when ``n_entries`` is small."""
-    if n_entries >= PARALLEL_MIN_ENTRIES:
+    threshold = PARALLEL_MIN_ENTRIES_TRANSCENDENTAL if transcendental else PARALLEL_MIN_ENTRIES
+    if n_entries >= threshold:
         kernel(*args)
         return
     previous = numba.get_num_threads()
@@ -62,7 +65,7 @@ def margin_rows(xp, Z, y, *, competitors=None):
     # (a size-0 device array may carry a null pointer).
     Q = xp.empty_like(Z) if competitors else xp.empty((1, 1), dtype=Z.dtype)
     if _on_cpu(xp):
-        _run_cpu(cpu.margin_rows, Z.size, Z, y, *outs, Q, mode)
+        _run_cpu(cpu.margin_rows, Z.size, Z, y, *outs, Q, mode, transcendental=True)
     else:
         _cuda().margin_rows(Z, y, *outs, Q, mode)
     return outs, (Q if competitors else None)
@@ -122,7 +125,7 @@ def activation_rows(xp, H, shift, code, out=None):
     a = xp.empty_like(H) if out is None else out
     dphi = xp.empty_like(H)
     if _on_cpu(xp):
-        _run_cpu(cpu.activation_rows, H.size, H, shift, code, a, dphi)
+        _run_cpu(cpu.activation_rows, H.size, H, shift, code, a, dphi, transcendental=True)
     else:
         _cuda().activation_rows(H, shift, code, a, dphi)
     return a, dphi
