@@ -6,7 +6,7 @@ Conventions
 the margin Jacobian row is ``J_i = [u_i x_i^T, u_i]``, so
 
     J v     = rowsum(U ⊙ (X V_W^T + v_b))
-    J^T a   = [(a ⊙ U)^T X,  U^T a]
+    J^T a   = [(a ⊙ U)^T X,  U^T a]   (a ⊙ X when C > D: U^T (a ⊙ X))
     J D J^T = (U U^T) ⊙ (s_W X X^T + s_b)        (D = s_W on W, s_b on b)
 
 Each product is one GEMM plus fused per-row work.
@@ -80,8 +80,16 @@ class _LinearLinearization(Linearization):
         return kernels.row_dot(self.xp, self.U, self.xp.matmul(self.X, V_W.T), v_b)
 
     def _margin_vjp(self, a):
-        # J^T a = Jz^T (a ⊙ U): one fused pass over U, then one GEMM.
-        return self._logits_vjp(kernels.scale_rows(self.xp, self.U, a))
+        xp, U, X = self.xp, self.U, self.X
+        if self.head.n_classes <= self.head.n_features:
+            # J^T a = Jz^T (a ⊙ U): one fused pass over U, then one GEMM.
+            return self._logits_vjp(kernels.scale_rows(xp, U, a))
+        # C > D: scale the smaller X instead, J^T a = [U^T (a ⊙ X), U^T a].
+        out = xp.empty(self.n_params, dtype=self.dtype)
+        g_W, g_b = self.head.unflatten(out)
+        xp.matmul(U.T, kernels.scale_rows(xp, X, a), out=g_W)
+        xp.matmul(U.T, a, out=g_b)
+        return out
 
     def _margin_gram(self, weight_scale, bias_scale):
         xp, U, X = self.xp, self.U, self.X
