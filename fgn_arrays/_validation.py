@@ -40,14 +40,15 @@ def check_nonneg_scalar(value, name: str) -> float:
     return value
 
 
-def check_dtype(dtype, name: str = "dtype") -> numpy.dtype:
-    """``dtype`` as float32 or float64."""
+def check_dtype(dtype, name: str = "dtype", allowed=FLOAT_DTYPES) -> numpy.dtype:
+    """``dtype`` as one of ``allowed`` (float32 or float64 by default)."""
+    names = ", ".join(f"'{d.name}'" for d in allowed[:-1]) + f" or '{allowed[-1].name}'"
     try:
         dt = numpy.dtype(dtype)
     except TypeError:
-        raise TypeError(f"`{name}` must be 'float32' or 'float64'; got {dtype!r}.") from None
-    if dt not in FLOAT_DTYPES:
-        raise TypeError(f"`{name}` must be 'float32' or 'float64'; got {dt.name}.")
+        raise TypeError(f"`{name}` must be {names}; got {dtype!r}.") from None
+    if dt not in allowed:
+        raise TypeError(f"`{name}` must be {names}; got {dt.name}.")
     return dt
 
 

@@ -8,6 +8,8 @@ from importlib import resources
 
 import numpy
 
+from .._validation import check_dtype
+
 _PACKAGE = "fgn_arrays.datasets"
 _RESOURCE = "data/wordnet_glosses.npz"
 _MIN_PER_CLASS = 20  # the threshold the bundled file was built with
@@ -118,12 +120,7 @@ def load_wordnet_glosses(min_per_class=20, *, dtype="float32") -> WordNetGlosses
             f"`min_per_class` must be >= {_MIN_PER_CLASS} (the bundled file keeps only classes "
             f"with at least {_MIN_PER_CLASS} examples); got {min_per_class}."
         )
-    try:
-        dt = numpy.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"`dtype` must be 'float16', 'float32' or 'float64'; got {dtype!r}.") from None
-    if dt not in _DTYPES:
-        raise TypeError(f"`dtype` must be 'float16', 'float32' or 'float64'; got {dt.name}.")
+    dt = check_dtype(dtype, allowed=_DTYPES)
 
     raw = _read_bundled()
     y_all = raw["y"].astype(numpy.int64)
