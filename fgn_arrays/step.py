@@ -130,12 +130,17 @@ def row_space_operator(lin, damping, *, l2=0.0):
     dt = lin.dtype.type
     lam_inv = 1 / (dt(damping) + dt(l2) * lin.weight_mask)
     s = lin.xp.sqrt(lin.curvature_weights / dt(lin.n_samples))
+    return s, lam_inv, _row_space_matvec(lin, s, lambda v: lam_inv * v)
+
+
+def _row_space_matvec(lin, s, lam_inv):
+    """``a -> (I + A Lam^-1 A^T) a`` with ``A = diag(s) J`` and ``Lam^-1`` applied by ``lam_inv``."""
 
     def matvec(a):
         # a -> s ⊙ a -> J^T (s ⊙ a) -> Lam^-1 (...) -> s ⊙ J (...) -> a + (...)
-        return a + s * lin._margin_jvp(lam_inv * lin._margin_vjp(s * a))
+        return a + s * lin._margin_jvp(lam_inv(lin._margin_vjp(s * a)))
 
-    return s, lam_inv, matvec
+    return matvec
 
 
 def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0=None) -> StepResult:
@@ -190,20 +195,28 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
     damping, l2, rtol = _check_step_args(lin, damping, l2, rtol)
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS}; got {solver!r}.")
-    xp, N = lin.xp, lin.n_samples
     if x0 is not None:
-        x0 = check_vector(xp, x0, (N,), lin.dtype, "x0")
-    g = _objective_grad(lin, l2)
+        x0 = check_vector(lin.xp, x0, (lin.n_samples,), lin.dtype, "x0")
+    return _fgn_step(lin, _objective_grad(lin, l2), damping, l2, solver, rtol, maxiter, x0)
+
+
+def _fgn_step(lin, g, damping, l2, solver, rtol, maxiter, x0):
+    """:func:`fgn_step` on checked arguments, for any gradient ``g``.
+
+    ``g`` need not be ``lin``'s own: :func:`fgn_arrays.minimize` passes the
+    full-batch gradient with a ``lin`` on a subsample of the rows (the
+    curvature is then the subsample's; Woodbury holds for any ``g``).
+    """
+    xp, N = lin.xp, lin.n_samples
     if damping == 0.0:
         return _parameter_space_step(lin, g, 0.0, l2, _fgn, fgn_quadratic, rtol, maxiter)
 
-    s, lam_inv, matvec = row_space_operator(lin, damping, l2=l2)
+    s, lam_inv, _ = row_space_operator(lin, damping, l2=l2)
     weight_scale, bias_scale = 1 / (damping + l2), 1 / damping
-    # rhs = A Lam^-1 g = s ⊙ J (Lam^-1 g)
-    rhs = s * lin._margin_jvp(lam_inv * g)
     if solver == "auto":
         solver = _choose_solver(lin)
 
+    alpha = None
     if solver == "cholesky":
         # K = I + (s s^T) ⊙ (J Lam^-1 J^T), factorised in float64
         K = xp.asarray(lin._margin_gram(weight_scale, bias_scale), dtype=xp.float64)
@@ -211,23 +224,36 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
         K *= s64[:, None]
         K *= s64[None, :]
         K[xp.arange(N), xp.arange(N)] += 1.0
+        # rhs = A Lam^-1 g = s ⊙ J (Lam^-1 g)
+        rhs = s * lin._margin_jvp(lam_inv * g)
         alpha = cholesky_solve(K, xp.asarray(rhs, dtype=xp.float64))
-        if alpha is not None:
-            alpha = xp.asarray(alpha, dtype=lin.dtype)
-            n_iter, converged, status = 0, True, "solved by Cholesky"
-        else:
-            # K is positive definite in exact arithmetic (eigenvalues >= 1), but a
-            # float32 Gram matrix scaled by 1/damping can lose that: fall back to CG.
-            solver = "cg"
-    if solver == "cg":
+        # K is positive definite in exact arithmetic (eigenvalues >= 1), but a
+        # float32 Gram matrix scaled by 1/damping can lose that: CG below then.
+    if alpha is not None:
+        alpha = xp.asarray(alpha, dtype=lin.dtype)
+        delta = lam_inv * (lin._margin_vjp(s * alpha) - g)
+        n_iter, converged, status, solver = 0, True, "solved by Cholesky", "cholesky"
+    else:
         diag = 1 + s * s * lin._margin_gram_diag(weight_scale, bias_scale)
-        res = cg(matvec, rhs, x0, rtol=rtol, maxiter=maxiter, precond=lambda r: r / diag)
-        alpha, n_iter, converged, status = res.x, res.n_iter, res.converged, res.status
-
-    # delta = Lam^-1 (A^T alpha - g)
-    delta = lam_inv * (lin._margin_vjp(s * alpha) - g)
+        alpha, delta, res = _row_space_cg(lin, g, s, lambda v: lam_inv * v, diag, rtol, maxiter, x0)
+        n_iter, converged, status, solver = res.n_iter, res.converged, res.status, "cg"
     pred = _predicted_decrease(lin, g, delta, l2, fgn_quadratic)
     return StepResult(delta, pred, n_iter, converged, solver, alpha, status)
+
+
+def _row_space_cg(lin, g, s, lam_inv, diag, rtol, maxiter, x0):
+    """Solve ``(I + A Lam^-1 A^T) alpha = A Lam^-1 g`` by Jacobi-preconditioned CG.
+
+    ``A = diag(s) J``; ``lam_inv(v)`` applies ``Lam^-1`` to a ``(P,)`` vector and
+    ``diag`` is the system's diagonal. Returns ``alpha``,
+    ``delta = Lam^-1 (A^T alpha - g)`` and the :class:`CGResult`.
+    """
+    matvec = _row_space_matvec(lin, s, lam_inv)
+    # rhs = A Lam^-1 g = s ⊙ J (Lam^-1 g)
+    rhs = s * lin._margin_jvp(lam_inv(g))
+    res = cg(matvec, rhs, x0, rtol=rtol, maxiter=maxiter, precond=lambda r: r / diag)
+    delta = lam_inv(lin._margin_vjp(s * res.x) - g)
+    return res.x, delta, res
 
 
 def ggn_step(lin, damping, *, l2=0.0, rtol=1e-6, maxiter=None) -> StepResult:

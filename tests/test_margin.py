@@ -157,3 +157,23 @@ def test_bad_inputs(logits, labels, exc, match):
         fa.margin_stats(logits, labels)
     with pytest.raises(exc, match=match):
         fa.competitor_probs(logits, labels)
+
+
+def test_float32_competitor_probs_over_the_whole_exponent_range():
+    # One row with the label's logit at 0 and competitors from 0 down to -100: q_k = exp(Z_k - lse)
+    # through the vectorised float32 exp keeps its relative accuracy down to exp(-86) ~ 4.5e-38
+    # (near float32's smallest normal number); below that it flushes to 0.
+    C = 2001
+    Z = np.zeros((1, C), np.float32)
+    Z[0, 1:] = np.linspace(0.0, -100.0, C - 1, dtype=np.float32)
+    y = np.array([0])
+    Q = fa.competitor_probs(Z, y)[0]
+    d = Z[0, 1:].astype(np.float64) - logsumexp(Z[0, 1:].astype(np.float64))
+    ref = np.exp(d)
+    normal = d >= -86.0
+    assert normal.sum() > 1500 and (~normal).sum() > 200
+    # The exponent is rounded to float32 first: |d| 2^-24 relative, plus the exp's own 4e-7.
+    rel = np.abs(Q[1:][normal] / ref[normal] - 1)
+    assert np.all(rel <= 4e-7 + 1.5 * np.abs(d[normal]) * 2.0**-24), rel.max()
+    assert np.all(Q[1:][~normal] == 0.0)
+    assert Q[0] == 0.0

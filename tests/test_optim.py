@@ -43,26 +43,53 @@ def test_monotone_decrease_to_the_optimum():
     assert res.grad_norm < 1e-5
 
 
-def test_rejected_steps_raise_the_damping():
+def test_overshooting_steps_backtrack_and_raise_the_damping():
     head, X, y = problem(seed=1)
-    # A tiny initial damping makes the first FGN steps overshoot.
-    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-4, damping=1e-8, max_iter=30)
+    l2 = 1e-4
+    # A tiny initial damping makes the first plain FGN steps overshoot.
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, damping=1e-8, max_iter=200, dropped=None)
     h = res.history
-    rejected = [k for k, ok in enumerate(h["accepted"]) if not ok]
-    assert rejected, "expected at least one rejected step from damping 1e-8"
-    for k in rejected:
+    short = [k for k, a in enumerate(h["step_size"]) if a != 1.0]
+    assert short, "expected at least one overshooting step from damping 1e-8"
+    objectives = [objective(head, np.zeros(head.n_params), X, y, l2)] + h["objective"]
+    for k in short:
+        # the full step did not decrease the objective: the damping grows by DAMPING_INCREASE
         if k + 1 < len(h["damping"]):
             assert h["damping"][k + 1] == pytest.approx(h["damping"][k] * optim.DAMPING_INCREASE)
-        # a rejected step leaves the objective where it was
-        if k > 0:
-            assert h["objective"][k] == pytest.approx(h["objective"][k - 1])
+        if h["accepted"][k]:
+            # backtracked: a step size inside the clip range, and a strict decrease
+            assert optim.BACKTRACK_MIN <= h["step_size"][k] <= optim.BACKTRACK_MAX
+            assert objectives[k + 1] < objectives[k]
+        else:
+            # rejected: the objective stays where it was
+            assert h["step_size"][k] == 0.0
+            assert objectives[k + 1] == pytest.approx(objectives[k], rel=1e-12)
+    assert res.converged, res.status
+
+
+def test_a_step_that_never_decreases_is_rejected(monkeypatch):
+    # A step pointing uphill: neither the full step nor the backtracked one decreases, so theta stays.
+    head, X, y = problem()
+    real = optim.kronecker_fgn_step
+
+    def uphill(*args, **kwargs):
+        step = real(*args, **kwargs)
+        return step.__class__(-step.direction, *[getattr(step, f) for f in step.__dataclass_fields__][1:])
+
+    monkeypatch.setattr(optim, "kronecker_fgn_step", uphill)
+    theta0 = 0.1 * np.ones(head.n_params)
+    res = fa.minimize(head, theta0, X, y, l2=1e-3, max_iter=3)
+    assert res.history["accepted"] == [False, False, False]
+    assert res.history["step_size"] == [0.0, 0.0, 0.0]
+    np.testing.assert_array_equal(res.theta, theta0)
+    assert res.history["damping"] == [1.0, 2.0, 4.0]
 
 
 def test_damping_update_rule():
-    assert optim._update_damping(1.0, 0.1) == 4.0
-    assert optim._update_damping(1.0, 0.5) == 1.0
-    assert optim._update_damping(1.0, 0.9) == pytest.approx(1 / 3)
-    assert optim._update_damping(1.0, float("nan")) == 4.0
+    assert optim._update_damping(1.0, 0.1) == 2.0
+    assert optim._update_damping(1.0, 0.4) == 1.0
+    assert optim._update_damping(1.0, 0.6) == pytest.approx(1 / 3)
+    assert optim._update_damping(1.0, float("nan")) == 2.0
     assert optim._update_damping(1e8, -1.0) == 1e8
     assert optim._update_damping(1e-8, 1.0) == 1e-8
 
@@ -87,16 +114,20 @@ def test_history_callback_and_verbose(capsys):
 def test_warm_start_reuses_coefficients(monkeypatch):
     head, X, y = problem()
     x0s = []
-    real = optim.fgn_step
+    real = optim.kronecker_fgn_step
 
-    def spy(lin, damping, **kwargs):
+    def spy(*args, **kwargs):
         x0s.append(kwargs.get("x0"))
-        return real(lin, damping, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(optim, "fgn_step", spy)
+    monkeypatch.setattr(optim, "kronecker_fgn_step", spy)
     fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-3, max_iter=4)
-    assert x0s[0] is None
+    assert len(x0s) == 4 and x0s[0] is None
     assert all(x is not None and x.shape == (len(y),) for x in x0s[1:])
+    # with a curvature subsample the rows change at every step: no warm start
+    x0s.clear()
+    fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-3, max_iter=4, curvature_rows=50)
+    assert len(x0s) == 4 and all(x is None for x in x0s)
 
 
 def test_minibatches_decrease_the_full_objective():

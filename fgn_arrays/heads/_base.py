@@ -126,6 +126,10 @@ class Head:
             Labels in ``[0, C)``.
         """
         xp, theta, X, y = check_batch(theta, X, y, self.n_params, self.n_features, self.n_classes)
+        return self._linearize(xp, theta, X, y)
+
+    def _linearize(self, xp, theta, X, y):
+        # linearize on inputs already checked (solver loops: no pass over X per call)
         Z, cache = self._logits(xp, theta, X)
         return self._linearization(xp, theta, X, y, Z, cache)
 
@@ -290,4 +294,13 @@ class Linearization:
         raise NotImplementedError
 
     def _cost_flops(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _output_layer(self):  # pragma: no cover - abstract
+        """``(F, offset)``: the output layer is ``Z = F W^T + b``, ``F (N, F_dim)``,
+        with ``[W (C, F_dim), b (C)]`` at ``theta[offset:]`` (the last block)."""
+        raise NotImplementedError
+
+    def _hidden_gram_diag(self, weight_scale, bias_scale):  # pragma: no cover - abstract
+        """The part of :meth:`margin_gram_diag` from the parameters before the output layer, shape (N,)."""
         raise NotImplementedError

@@ -51,7 +51,9 @@ class LinearHead(Head):
     def _logits(self, xp, theta, X):
         W, b = self.unflatten(theta)
         # Z = X W^T + b
-        return xp.matmul(X, W.T) + b, None
+        Z = xp.matmul(X, W.T)
+        Z += b
+        return Z, None
 
     def _linearization(self, xp, theta, X, y, Z, cache):
         return _LinearLinearization(self, xp, theta, X, y, Z)
@@ -104,6 +106,12 @@ class _LinearLinearization(Linearization):
         xp, U, X = self.xp, self.U, self.X
         # diag = ||u_i||^2 (s_W ||x_i||^2 + s_b)
         return kernels.row_dot(xp, U, U) * (weight_scale * kernels.row_dot(xp, X, X) + bias_scale)
+
+    def _output_layer(self):
+        return self.X, 0
+
+    def _hidden_gram_diag(self, weight_scale, bias_scale):
+        return self.xp.zeros(self.n_samples, dtype=self.dtype)
 
     def _cost_flops(self):
         N, D, C = self.n_samples, self.head.n_features, self.head.n_classes

@@ -202,8 +202,17 @@ class _TwoLayerLinearization(Linearization):
         xp, U, S, A, X = self.xp, self.U, self.hidden_directions, self.activations, self.X
         # diag = ||u_i||^2 (s_W ||a_i||^2 + s_b) + ||s_i||^2 (s_W ||x_i||^2 + s_b)
         d = kernels.row_dot(xp, U, U) * (weight_scale * kernels.row_dot(xp, A, A) + bias_scale)
-        d += kernels.row_dot(xp, S, S) * (weight_scale * kernels.row_dot(xp, X, X) + bias_scale)
+        d += self._hidden_gram_diag(weight_scale, bias_scale)
         return d
+
+    def _hidden_gram_diag(self, weight_scale, bias_scale):
+        xp, S, X = self.xp, self.hidden_directions, self.X
+        # ||s_i||^2 (s_W ||x_i||^2 + s_b): the [W1, b1] rows of J
+        return kernels.row_dot(xp, S, S) * (weight_scale * kernels.row_dot(xp, X, X) + bias_scale)
+
+    def _output_layer(self):
+        H, D = self.head.n_hidden, self.head.n_features
+        return self.activations, H * D + H
 
     def _cost_flops(self):
         N, D, H, C = self.n_samples, self.head.n_features, self.head.n_hidden, self.head.n_classes

@@ -38,7 +38,8 @@ _FINITE_FLAGS = {"reassoc", "contract", "nnan", "ninf", "nsz"}
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693145751953125)  # ln 2 split so that n * _LN2_HI is exact
 _LN2_LO = np.float32(1.4286068203094173e-06)
-_EXP_FLOOR = np.float32(-43.0)  # exp(-43) ~ 2e-19: below any float32 sum that contains exp(0) = 1
+_TWO_POW_MINUS_62 = np.float32(2.0**-62)
+_EXP_FLOOR = np.float32(-86.0)  # exp(-86) ~ 4.5e-38: float32 normal numbers, -n <= 124 below
 
 
 @njit(cache=True, fastmath=_FINITE_FLAGS)
@@ -46,10 +47,11 @@ def _exp_nonpositive_f32(x):
     """exp(x) for float32 ``x <= 0``, vectorisable (no libm call); relative error < 4e-7.
 
     ``x = n ln 2 + r`` with ``|r| <= ln 2 / 2``, ``exp(r)`` by its degree-6
-    Taylor polynomial, ``2^n`` as ``1 / (1 << -n)``. Arguments below -43 are
-    raised to -43: such terms are < 2e-19 and only ever added to a sum that
-    holds exp(0) = 1.
+    Taylor polynomial, ``2^n`` from ``1 << -n`` (and one exact factor ``2^-62``).
+    Below -86 the result is 0 (exp(-86) ~ 4.5e-38, near float32's smallest
+    normal number; subnormals would lose the relative accuracy anyway).
     """
+    tiny = x < _EXP_FLOOR
     x = max(x, _EXP_FLOOR)
     n = math.floor(x * _LOG2E + np.float32(0.5))
     r = (x - n * _LN2_HI) - n * _LN2_LO
@@ -60,7 +62,12 @@ def _exp_nonpositive_f32(x):
     p = p * r + np.float32(0.5)
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
-    return p / np.float32(np.int64(1) << np.int64(-n))
+    # 2^n for -124 <= n <= 0: one exact factor 2^-62 when -n > 62, then 1 / (1 << rest), rest <= 62
+    shift = np.int64(-n)
+    big = shift > 62
+    p = p * (_TWO_POW_MINUS_62 if big else np.float32(1.0))
+    p = p / np.float32(np.int64(1) << (shift - 62 if big else shift))
+    return np.float32(0.0) if tiny else p
 
 
 @njit(cache=True, fastmath=_FINITE_FLAGS)
@@ -98,6 +105,32 @@ def _chunk_expsum_by_dtype(Z, i, start, stop, top):
     if Z.dtype == types.float32:
         return lambda Z, i, start, stop, top: _chunk_expsum_f32(Z, i, start, stop, np.float32(top))
     return lambda Z, i, start, stop, top: _chunk_expsum_f64(Z, i, start, stop, top)
+
+
+@njit(cache=True, fastmath=_FINITE_FLAGS)
+def _write_competitors_f32(Z, i, lse, Q, sign):
+    # Q_ik = sign exp(Z_ik - lse) with the vectorisable float32 exp; the difference
+    # in float64 (|Z| up to 1e4). Only the label's entry can be positive: the
+    # caller overwrites it.
+    for k in range(Z.shape[1]):
+        Q[i, k] = np.float32(sign) * _exp_nonpositive_f32(np.float32(min(np.float64(Z[i, k]) - lse, 0.0)))
+
+
+@njit(cache=True)
+def _write_competitors_f64(Z, i, lse, Q, sign):
+    for k in range(Z.shape[1]):
+        Q[i, k] = sign * math.exp(Z[i, k] - lse)
+
+
+def _write_competitors(Z, i, lse, Q, sign):
+    """Q_ik = sign exp(Z_ik - lse) over row i, in Z's dtype (resolved at compile time below)."""
+
+
+@overload(_write_competitors)
+def _write_competitors_by_dtype(Z, i, lse, Q, sign):
+    if Z.dtype == types.float32:
+        return lambda Z, i, lse, Q, sign: _write_competitors_f32(Z, i, lse, Q, sign)
+    return lambda Z, i, lse, Q, sign: _write_competitors_f64(Z, i, lse, Q, sign)
 
 
 @njit(cache=True)
@@ -143,10 +176,7 @@ def margin_rows(Z, y, margin, loss, prob_true, lse_rest, Q, mode):
         prob_true[i] = math.exp(-sp)
         if mode != NO_COMPETITORS:
             # q_ik = exp(Z_ik - lse_rest_i), q_{i,y} = 0;  u_i = e_{y_i} - q_i.
-            # The difference is taken in float64 (|Z| up to 1e4), the exp in the input dtype.
-            sign = -1.0 if mode == MARGIN_DIRECTION else 1.0
-            for k in range(n_classes):
-                Q[i, k] = sign * math.exp(Z.dtype.type(np.float64(Z[i, k]) - lse))
+            _write_competitors(Z, i, lse, Q, -1.0 if mode == MARGIN_DIRECTION else 1.0)
             Q[i, label] = 1.0 if mode == MARGIN_DIRECTION else 0.0
 
 

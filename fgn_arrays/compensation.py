@@ -1,0 +1,174 @@
+"""A Kronecker-factored stand-in for the curvature FGN drops, used as damping by :func:`minimize`.
+
+Conventions
+-----------
+Every head ends in an output layer ``Z = F W^T + b``: ``F = X`` for
+:class:`LinearHead`, the activations ``A`` for :class:`TwoLayerHead`; with
+``f~_i = [f_i, 1]`` its parameters form the ``C x (F_dim + 1)`` block
+``[W | b]``. On that block the dropped within-competitor covariance
+(``DESIGN.md`` section 1) is, between classes ``k`` and ``l``,
+
+    (1/N) sum_i (1 - p_i) (q_ik [k = l] - q_ik q_il) f~_i f~_i^T.
+
+The compensation keeps the diagonal blocks ``k = l`` only and factorises
+each as a Kronecker product, as K-FAC does:
+
+    B_k = beta_k Sigma,   beta_k = mean_i (1 - p_i) q_ik (1 - q_ik),
+    Sigma = (1/N) sum_i f~_i f~_i^T   (over the full batch).
+
+The step then solves ``(G_FGN + l2 M + Lam_B) delta = -g`` with the
+non-diagonal damping
+
+    Lam_B = lambda I + l2 M + B,   B = diag(beta) (x) Sigma + l2 on the output biases,
+
+so on the output block ``Lam_B`` is ``beta_k Sigma + (lambda + l2) I`` for
+class ``k`` (the output biases get ``l2`` too, which keeps every block a
+function of ``Sigma`` alone), and ``lambda I + l2 M`` elsewhere. With
+``Sigma = V diag(e) V^T``,
+
+    Lam_B^-1 [W | b]_k = V diag(1 / (beta_k e + lambda + l2)) V^T [W | b]_k,
+
+two ``C x (F_dim + 1) x (F_dim + 1)`` GEMMs. Woodbury still gives the
+``N x N`` row-space system of :func:`fgn_step`, with ``Lam_B`` in place of
+the diagonal ``Lam``. For ``C = 2`` every ``q_ik`` is 0 or 1, so ``B`` is
+``l2`` on the output bias alone and the step is FGN's (which is then exact).
+"""
+
+from __future__ import annotations
+
+from .curvature import fgn_quadratic
+from .step import StepResult, _row_space_cg
+
+
+def output_covariance(lin):
+    """Eigen-decomposition ``(e, V)`` of ``Sigma = (1/N) sum_i f~_i f~_i^T`` of ``lin``'s output layer.
+
+    Built in float64 (``F^T F``, ``F^T 1`` and ``N``, never forming ``[F, 1]``);
+    ``e`` is clipped at 0 and both are returned in ``lin``'s dtype.
+    """
+    xp = lin.xp
+    F, _ = lin._output_layer()
+    n, f = F.shape
+    F64 = xp.asarray(F, dtype=xp.float64)
+    Sigma = xp.empty((f + 1, f + 1), dtype=xp.float64)
+    Sigma[:f, :f] = F64.T @ F64
+    Sigma[:f, f] = Sigma[f, :f] = F64.sum(axis=0)
+    Sigma[f, f] = n
+    Sigma /= n
+    e, V = xp.linalg.eigh(Sigma)
+    return xp.maximum(e, 0).astype(lin.dtype), V.astype(lin.dtype)
+
+
+class KroneckerDamping:
+    """``Lam_B`` of the module docstring at one linearization, for one ``lambda``.
+
+    Parameters
+    ----------
+    lin : Linearization
+        The rows whose curvature the step uses (``beta`` is their mean).
+    eig : tuple
+        ``(e, V)`` from :func:`output_covariance` (on the full batch).
+    damping, l2 : float
+        ``lambda > 0`` and ``l2 >= 0``.
+    """
+
+    def __init__(self, lin, eig, damping, l2):
+        xp, dt = lin.xp, lin.dtype.type
+        self.lin, self.damping, self.l2 = lin, damping, l2
+        self.e, self.V = eig
+        F, self.offset = lin._output_layer()
+        self.n_features = F.shape[1]
+        C = lin.head.n_classes
+        # beta_k = mean_i (1 - p_i) q_ik (1 - q_ik);  1 - p_i = -r_i
+        Q = lin.competitor_probs
+        self.beta = xp.matmul(-lin.residual, Q * (1 - Q)) / dt(lin.n_samples)
+        # R_kd = 1 / (beta_k e_d + lambda + l2)
+        self.R = 1 / (self.beta[:, None] * self.e[None, :] + dt(damping + l2))
+        # elsewhere Lam_B = lambda + l2 M
+        self.hidden_l2 = dt(l2) * lin.weight_mask[: self.offset]
+        self.hidden = dt(damping) + self.hidden_l2
+
+    def _split(self, v):
+        # v -> (hidden part, W (C, F), b (C))
+        f, off = self.n_features, self.offset
+        C = self.lin.head.n_classes
+        return v[:off], v[off : off + C * f].reshape(C, f), v[off + C * f :]
+
+    def _rotate(self, v):
+        # Y = [W | b] V, shape (C, F + 1)
+        _, W, b = self._split(v)
+        V, f = self.V, self.n_features
+        Y = self.lin.xp.matmul(W, V[:f])
+        Y += b[:, None] * V[f][None, :]
+        return Y
+
+    def solve(self, v):
+        """``Lam_B^-1 v`` for ``v`` of shape (P,)."""
+        xp, V, f = self.lin.xp, self.V, self.n_features
+        hidden, _, _ = self._split(v)
+        Y = self._rotate(v)
+        Y *= self.R
+        out = xp.empty_like(v)
+        out_hidden, out_W, out_b = self._split(out)
+        out_hidden[...] = hidden / self.hidden
+        xp.matmul(Y, V[:f].T, out=out_W)
+        xp.matmul(Y, V[f], out=out_b)
+        return out
+
+    def quadratic(self, v):
+        """``v^T (Lam_B - lambda I) v = v^T (B + l2 M) v`` (a float): the model's share of ``Lam_B``."""
+        xp, dt = self.lin.xp, self.lin.dtype.type
+        hidden, _, _ = self._split(v)
+        Y = self._rotate(v)
+        total = xp.sum((self.beta[:, None] * self.e[None, :] + dt(self.l2)) * Y * Y)
+        total += xp.sum(self.hidden_l2 * hidden * hidden)
+        return float(total)
+
+    def row_space_diag(self, s):
+        """Diagonal of ``I + A Lam_B^-1 A^T``, ``A = diag(s) J``, shape (N,): CG's Jacobi preconditioner.
+
+        Row ``i`` of the output block gives ``sum_k u_ik^2 sum_d (f~_i V)_d^2 R_kd``;
+        the layers before it give ``lin._hidden_gram_diag`` at scales
+        ``1/(lambda + l2)`` and ``1/lambda``.
+        """
+        lin, xp, V, f = self.lin, self.lin.xp, self.V, self.n_features
+        F, _ = lin._output_layer()
+        T = xp.matmul(F, V[:f])
+        T += V[f][None, :]
+        T *= T
+        U2 = lin.U * lin.U
+        d = xp.sum(U2 * xp.matmul(T, self.R.T), axis=1)
+        d += lin._hidden_gram_diag(1 / (self.damping + self.l2), 1 / self.damping)
+        return 1 + s * s * d
+
+
+def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None) -> StepResult:
+    """The FGN step damped by ``Lam_B`` (module docstring), by row-space CG.
+
+    Parameters
+    ----------
+    lin : Linearization
+        The rows of the curvature (all of the batch, or a subsample of it).
+    g : array, shape (P,)
+        The objective's gradient (on the full batch).
+    damping, l2 : float
+        ``lambda > 0``, ``l2 >= 0``.
+    eig : tuple
+        :func:`output_covariance` of the full batch.
+    rtol, maxiter, x0
+        As in :func:`fgn_step`.
+
+    Returns
+    -------
+    StepResult
+        ``predicted_decrease`` is that of the model
+        ``g^T delta + 1/2 delta^T (G_FGN + l2 M + B) delta`` (``B`` without
+        ``lambda``); ``solver="cg-kronecker"``.
+    """
+    lam = KroneckerDamping(lin, eig, damping, l2)
+    s = lin.xp.sqrt(lin.curvature_weights / lin.dtype.type(lin.n_samples))
+    alpha, delta, res = _row_space_cg(lin, g, s, lam.solve, lam.row_space_diag(s), rtol, maxiter, x0)
+    # the model's curvature: G_FGN + l2 M + B
+    quad = float(fgn_quadratic(lin, delta)) + lam.quadratic(delta)
+    pred = -(float(lin.xp.dot(g, delta)) + 0.5 * quad)
+    return StepResult(delta, pred, res.n_iter, res.converged, "cg-kronecker", alpha, res.status)
