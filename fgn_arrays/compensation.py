@@ -59,6 +59,15 @@ def output_covariance(lin):
     return xp.maximum(e, 0).astype(lin.dtype), V.astype(lin.dtype)
 
 
+def rotated_squares(F, V):
+    """``((f~_i V)_d^2)``, shape (N, F_dim + 1): the output features in ``Sigma``'s eigenbasis, squared."""
+    f = F.shape[1]
+    T = F @ V[:f]
+    T += V[f][None, :]
+    T *= T
+    return T
+
+
 class KroneckerDamping:
     """``Lam_B`` of the module docstring at one linearization, for one ``lambda``.
 
@@ -70,11 +79,14 @@ class KroneckerDamping:
         ``(e, V)`` from :func:`output_covariance` (on the full batch).
     damping, l2 : float
         ``lambda > 0`` and ``l2 >= 0``.
+    rotated : array, shape (N, F_dim + 1), optional
+        :func:`rotated_squares` of ``lin``'s rows, when the caller has them
+        (the features of a linear head do not change between steps).
     """
 
-    def __init__(self, lin, eig, damping, l2):
+    def __init__(self, lin, eig, damping, l2, rotated=None):
         xp, dt = lin.xp, lin.dtype.type
-        self.lin, self.damping, self.l2 = lin, damping, l2
+        self.lin, self.damping, self.l2, self.rotated = lin, damping, l2, rotated
         self.e, self.V = eig
         F, self.offset = lin._output_layer()
         self.n_features = F.shape[1]
@@ -131,18 +143,15 @@ class KroneckerDamping:
         the layers before it give ``lin._hidden_gram_diag`` at scales
         ``1/(lambda + l2)`` and ``1/lambda``.
         """
-        lin, xp, V, f = self.lin, self.lin.xp, self.V, self.n_features
-        F, _ = lin._output_layer()
-        T = xp.matmul(F, V[:f])
-        T += V[f][None, :]
-        T *= T
+        lin, xp = self.lin, self.lin.xp
+        T = self.rotated if self.rotated is not None else rotated_squares(lin._output_layer()[0], self.V)
         U2 = lin.U * lin.U
         d = xp.sum(U2 * xp.matmul(T, self.R.T), axis=1)
         d += lin._hidden_gram_diag(1 / (self.damping + self.l2), 1 / self.damping)
         return 1 + s * s * d
 
 
-def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None) -> StepResult:
+def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None, rotated=None) -> StepResult:
     """The FGN step damped by ``Lam_B`` (module docstring), by row-space CG.
 
     Parameters
@@ -157,6 +166,8 @@ def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None)
         :func:`output_covariance` of the full batch.
     rtol, maxiter, x0
         As in :func:`fgn_step`.
+    rotated : array, optional
+        As in :class:`KroneckerDamping`.
 
     Returns
     -------
@@ -165,7 +176,7 @@ def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None)
         ``g^T delta + 1/2 delta^T (G_FGN + l2 M + B) delta`` (``B`` without
         ``lambda``); ``solver="cg-kronecker"``.
     """
-    lam = KroneckerDamping(lin, eig, damping, l2)
+    lam = KroneckerDamping(lin, eig, damping, l2, rotated)
     s = lin.xp.sqrt(lin.curvature_weights / lin.dtype.type(lin.n_samples))
     alpha, delta, res = _row_space_cg(lin, g, s, lam.solve, lam.row_space_diag(s), rtol, maxiter, x0)
     # the model's curvature: G_FGN + l2 M + B

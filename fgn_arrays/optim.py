@@ -31,7 +31,7 @@ model's ``predicted_decrease``:
 Damping control (Levenberg-Marquardt, the constants below):
 
 - ``rho < 0.25``: ``lambda *= 2`` (the model over-promised);
-- ``rho > 0.5``: ``lambda /= 3`` (the model is trustworthy);
+- ``rho > 0.5``: ``lambda /= 10`` (the model is trustworthy);
 - ``lambda`` stays within ``[1e-8, 1e8]``.
 
 A step that does not decrease the batch objective is not taken as it is:
@@ -52,13 +52,13 @@ from typing import Any
 import numpy
 
 from ._validation import check_batch, check_nonneg_scalar, check_positive_int
-from .compensation import kronecker_fgn_step, output_covariance
+from .compensation import kronecker_fgn_step, output_covariance, rotated_squares
 from .step import SOLVERS, _fgn_step
 
 __all__ = ["OptimizeResult", "minimize"]
 
 RHO_SHRINK, RHO_GROW = 0.5, 0.25
-DAMPING_DECREASE, DAMPING_INCREASE = 1 / 3, 2.0
+DAMPING_DECREASE, DAMPING_INCREASE = 0.1, 2.0
 # Backtracking after a rejected step: the parabola's minimiser, clipped.
 BACKTRACK_MIN, BACKTRACK_MAX = 0.1, 0.5
 DROPPED = ("kronecker", None)
@@ -245,19 +245,29 @@ def minimize(
     state = dict(theta=theta, damping=lam, stop=False)
 
     def curvature_batch(lin):
-        """``lin`` itself, or a linearization on ``curvature_rows`` of its rows drawn at random."""
+        """``(lin, None)``, or a linearization on ``curvature_rows`` of its rows drawn at random, and the rows."""
         n = lin.n_samples
         if curvature_rows is None or n <= curvature_rows:
-            return lin
+            return lin, None
         rows = xp.asarray(numpy.sort(rng.choice(n, curvature_rows, replace=False)))
-        return head._linearize(xp, lin.theta, lin.X[rows], lin.y[rows])
+        return head._linearize(xp, lin.theta, lin.X[rows], lin.y[rows]), rows
 
-    def covariance(lin):
-        # Sigma of the output layer on the batch: computed once while its features do not change
+    def covariance(lin, rows):
+        """``Sigma``'s eigenpairs on the batch, and the curvature rows' rotated squares (or None).
+
+        Both are kept while the output features stay the same array (a linear
+        head on a full batch): then the rotated squares of all rows are made
+        once and indexed at each step.
+        """
         F, _ = lin._output_layer()
         if state.get("features") is not F:
-            state["features"], state["eig"] = F, output_covariance(lin)
-        return state["eig"]
+            state.update(features=F, eig=output_covariance(lin), rotated=None)
+            return state["eig"], None
+        if rows is None:
+            return state["eig"], None
+        if state["rotated"] is None:
+            state["rotated"] = rotated_squares(F, state["eig"][1])
+        return state["eig"], state["rotated"][rows]
 
     def run_step(lin, x0, rtol):
         """One damped step on ``lin``'s batch; returns (new lin or old, coefficients, record, f, f_new)."""
@@ -265,10 +275,11 @@ def minimize(
         f = _objective(lin, l2)
         g = _gradient(lin, l2)
         g_norm = float(xp.max(xp.abs(g)))
-        curv = curvature_batch(lin)
+        curv, rows = curvature_batch(lin)
         x0 = x0 if curv is lin else None
         if kronecker:
-            step = kronecker_fgn_step(curv, g, state["damping"], l2, covariance(lin), rtol=rtol, x0=x0)
+            eig, rotated = covariance(lin, rows)
+            step = kronecker_fgn_step(curv, g, state["damping"], l2, eig, rtol=rtol, x0=x0, rotated=rotated)
         else:
             step = _fgn_step(curv, g, state["damping"], l2, solver, rtol, None, x0)
         delta, pred = step.direction, step.predicted_decrease
