@@ -202,10 +202,15 @@ class FGNClassifier(*_BASES):
         ``None``: full batch. Otherwise mini-batches of this size, reshuffled
         each epoch.
     tol : float, default 1e-6
-        Stop when ``||grad||_inf <= tol`` or when an accepted step changes the
-        objective by at most ``tol * max(|L|, 1)``.
+        Stop when ``||grad||_inf <= tol`` or when a full (not backtracked)
+        step changes the objective by at most ``tol * max(|L|, 1)``.
     solver : {"auto", "cg", "cholesky"}, default "auto"
-        Row-space solver of each step (:func:`fgn_arrays.fgn_step`).
+        Row-space solver of each step. The steps use
+        :func:`fgn_arrays.optim.minimize`'s defaults: the FGN curvature of at
+        most 2048 rows drawn per step, damped with a Kronecker-factored
+        stand-in for the competitor covariance FGN drops (more than two
+        classes; solved by CG for ``"auto"`` and ``"cg"``), while
+        ``"cholesky"`` solves plain damped FGN steps directly.
     device : {"auto", "cpu", "gpu"}, default "auto"
         Where data and parameters live while fitting and predicting;
         ``"auto"`` is the GPU when :func:`fgn_arrays.gpu_available`.
@@ -214,7 +219,8 @@ class FGNClassifier(*_BASES):
         Compute dtype of parameters and features.
     random_state : int, RandomState instance or None, default None
         Seeds the initial parameters (an int is passed to
-        ``head.init_params(seed=...)`` as is) and the mini-batch shuffling.
+        ``head.init_params(seed=...)`` as is), the mini-batch shuffling and
+        the curvature rows.
     verbose : int, default 0
         Print one progress line per FGN step when > 0.
 

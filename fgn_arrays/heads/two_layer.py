@@ -199,7 +199,7 @@ class _TwoLayerLinearization(Linearization):
         return K
 
     def _margin_gram_diag(self, weight_scale, bias_scale):
-        xp, U, S, A, X = self.xp, self.U, self.hidden_directions, self.activations, self.X
+        xp, U, A = self.xp, self.U, self.activations
         # diag = ||u_i||^2 (s_W ||a_i||^2 + s_b) + ||s_i||^2 (s_W ||x_i||^2 + s_b)
         d = kernels.row_dot(xp, U, U) * (weight_scale * kernels.row_dot(xp, A, A) + bias_scale)
         d += self._hidden_gram_diag(weight_scale, bias_scale)
