@@ -11,8 +11,9 @@ lives here: dense products go to BLAS through NumPy.
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 # Reductions may be reassociated (vectorised); no assumption about NaN/inf.
 _REDUCE_FLAGS = {"reassoc", "contract"}
@@ -38,8 +39,19 @@ _FINITE_FLAGS = {"reassoc", "contract", "nnan", "ninf", "nsz"}
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI = np.float32(0.693145751953125)  # ln 2 split so that n * _LN2_HI is exact
 _LN2_LO = np.float32(1.4286068203094173e-06)
-_TWO_POW_MINUS_62 = np.float32(2.0**-62)
-_EXP_FLOOR = np.float32(-86.0)  # exp(-86) ~ 4.5e-38: float32 normal numbers, -n <= 124 below
+_EXP_FLOOR = np.float32(-86.0)  # exp(-86) ~ 4.5e-38: float32 normal numbers, n >= -125 below
+_F32_EXPONENT_BIAS, _F32_MANTISSA_BITS = 127, 23
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bit pattern is the int32 ``bits`` (a free, vectorisable bitcast)."""
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return sig, codegen
 
 
 @njit(cache=True, fastmath=_FINITE_FLAGS)
@@ -47,13 +59,14 @@ def _exp_nonpositive_f32(x):
     """exp(x) for float32 ``x <= 0``, vectorisable (no libm call); relative error < 4e-7.
 
     ``x = n ln 2 + r`` with ``|r| <= ln 2 / 2``, ``exp(r)`` by its degree-6
-    Taylor polynomial, ``2^n`` from ``1 << -n`` (and one exact factor ``2^-62``).
-    Below -86 the result is 0 (exp(-86) ~ 4.5e-38, near float32's smallest
-    normal number; subnormals would lose the relative accuracy anyway).
+    Taylor polynomial, ``2^n`` built from its bits (biased exponent
+    ``n + 127``, exact for the normal range ``n >= -126``). Below -86 the
+    result is 0 (exp(-86) ~ 4.5e-38, near float32's smallest normal number;
+    subnormals would lose the relative accuracy anyway).
     """
     tiny = x < _EXP_FLOOR
     x = max(x, _EXP_FLOOR)
-    n = math.floor(x * _LOG2E + np.float32(0.5))
+    n = np.floor(x * _LOG2E + np.float32(0.5))  # float32: no int64 round trip (scalar on AVX2)
     r = (x - n * _LN2_HI) - n * _LN2_LO
     p = np.float32(1.0 / 720.0)
     p = p * r + np.float32(1.0 / 120.0)
@@ -62,11 +75,7 @@ def _exp_nonpositive_f32(x):
     p = p * r + np.float32(0.5)
     p = p * r + np.float32(1.0)
     p = p * r + np.float32(1.0)
-    # 2^n for -124 <= n <= 0: one exact factor 2^-62 when -n > 62, then 1 / (1 << rest), rest <= 62
-    shift = np.int64(-n)
-    big = shift > 62
-    p = p * (_TWO_POW_MINUS_62 if big else np.float32(1.0))
-    p = p / np.float32(np.int64(1) << (shift - 62 if big else shift))
+    p = p * _f32_from_bits((np.int32(n) + np.int32(_F32_EXPONENT_BIAS)) << np.int32(_F32_MANTISSA_BITS))
     return np.float32(0.0) if tiny else p
 
 
