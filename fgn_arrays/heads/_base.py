@@ -26,7 +26,7 @@ import numpy
 from .. import kernels
 from .._backend import get_namespace, namespace_for_device
 from .._validation import check_batch, check_dtype, check_nonneg_scalar, check_positive_int, check_vector
-from ..margin import _margin_stats
+from ..margin import MarginStats, _margin_stats
 
 
 class Head:
@@ -39,6 +39,9 @@ class Head:
 
     shapes: tuple
     is_weight: tuple
+    # Whether the logits are affine in theta, Z(theta + s) = Z(theta) + Jz s, so
+    # that a trial point's logits follow from the step's logit image (no forward pass).
+    _affine_logits = False
 
     @property
     def n_params(self) -> int:
@@ -164,6 +167,23 @@ class Linearization:
         self.logits = Z
         # One fused pass: margin statistics and u_i = e_{y_i} - q_i.
         self.stats, self.U = _margin_stats(xp, Z, y, competitors="direction")
+
+    def _take(self, rows):
+        """The linearization on a subset of the rows (an integer index array), without a new forward pass.
+
+        Row-wise caches are indexed; the cached properties (gradient,
+        residual, ...) are left to be computed on the subset.
+        """
+        new = object.__new__(type(self))
+        new.head, new.xp, new.theta = self.head, self.xp, self.theta
+        new.X, new.y, new.logits, new.U = self.X[rows], self.y[rows], self.logits[rows], self.U[rows]
+        st = self.stats
+        new.stats = MarginStats(st.margin[rows], st.loss[rows], st.prob_true[rows], st.lse_rest[rows])
+        self._take_cache(new, rows)
+        return new
+
+    def _take_cache(self, new, rows):
+        """Copy a subclass's own row-wise forward caches onto ``new`` (see :meth:`_take`)."""
 
     @property
     def n_samples(self) -> int:

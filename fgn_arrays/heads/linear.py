@@ -37,6 +37,8 @@ class LinearHead(Head):
     only.
     """
 
+    _affine_logits = True
+
     def __init__(self, n_features, n_classes):
         self.n_features, self.n_classes = _check_counts(n_features, n_classes)
         self.shapes = ((self.n_classes, self.n_features), (self.n_classes,))

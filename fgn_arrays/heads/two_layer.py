@@ -120,6 +120,11 @@ class _TwoLayerLinearization(Linearization):
         self.activations, self.activation_slopes = cache
         self.W2 = head.unflatten(theta)[2]
 
+    def _take_cache(self, new, rows):
+        new.activations = self.activations[rows]
+        new.activation_slopes = self.activation_slopes[rows]
+        new.W2 = self.W2
+
     @functools.cached_property
     def hidden_directions(self):
         """``S = Phi' ⊙ (U W2)``, shape (N, H): ``s_i = d m_i / d h_i``, built once."""
