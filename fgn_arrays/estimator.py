@@ -202,8 +202,8 @@ class FGNClassifier(*_BASES):
         ``None``: full batch. Otherwise mini-batches of this size, reshuffled
         each epoch.
     tol : float, default 1e-6
-        Stop when ``||grad||_inf <= tol`` or when a full (not backtracked)
-        step changes the objective by at most ``tol * max(|L|, 1)``.
+        Stop when ``||grad||_inf <= tol`` or when a step whose gain ratio is
+        above 0.25 changes the objective by at most ``tol * max(|L|, 1)``.
     solver : {"auto", "cg", "cholesky"}, default "auto"
         Row-space solver of each step. The steps use
         :func:`fgn_arrays.optim.minimize`'s defaults: the FGN curvature of at

@@ -21,10 +21,11 @@ solves a damped FGN system for the step ``delta``:
   no curvature along the directions that move probability between
   competitors, and with many classes the damping alone must make up for it:
   on the bundled WordNet features (133 classes) plain LM-FGN needed over 500
-  steps where the compensated steps need about 30.
+  steps where the compensated steps needed about 30 (21 with the subspace
+  correction below).
 
-The step is tried on the batch and the actual decrease is compared with the
-model's ``predicted_decrease``:
+The unit step is tried on the batch and the actual decrease is compared
+with the model's ``predicted_decrease``:
 
     rho = (L(theta) - L(theta + delta)) / predicted_decrease
 
@@ -34,12 +35,35 @@ Damping control (Levenberg-Marquardt, the constants below):
 - ``rho > 0.5``: ``lambda /= 10`` (the model is trustworthy);
 - ``lambda`` stays within ``[1e-8, 1e8]``.
 
-A step that does not decrease the batch objective is not taken as it is:
-one backtracking trial follows, ``theta + a delta`` with ``a`` the minimiser
-of the parabola through ``L(theta)``, ``g^T delta`` and ``L(theta + delta)``,
-clipped to ``[0.1, 0.5]``. If that decreases the objective it is accepted
-(``step_size = a``), otherwise ``theta`` stays unchanged (``step_size = 0``);
-either way ``lambda`` grows, since ``rho < 0.25``.
+**Subspace correction.** The step taken is the better of the unit step and
+one Newton step, from it, over the plane spanned by ``delta`` and the
+previous accepted step ``s``:
+
+    theta_new = theta + a delta + b s
+
+``(a, b)`` starts at ``(1, 0)`` and takes one Newton step (kept only if
+``a > 0``) on the objective's GGN quadratic model over the plane at
+``theta + delta``: its slope and 2 x 2
+curvature ``(1/N) sum_i (Jz_i d_j)^T H_i (Jz_i d_k) + l2 d_j^T M d_k``
+(``H_i`` the softmax Hessian of row ``i``) cost one fused pass over the
+rows' logit directions ``Jz_i d``. This corrects the step's length where the
+FGN model (with or without ``B``) misjudges the curvature along ``delta``,
+and the momentum term ``b s`` damps the zig-zag between steps (as in
+sequential subspace optimisation). On the WordNet features it cut the steps
+to ``f* (1 + 1e-3)`` from about 31 to 21. The first step, with no ``s``, is
+corrected along ``delta`` alone. For :class:`LinearHead` the logits are
+affine in ``theta``: every trial point's logits are ``Z + a Jz delta + b Jz s``,
+and ``Jz s`` is the previous step's, so a step costs one GEMM for
+``Jz delta`` and no forward pass. The logits so updated drift from a fresh
+``Z(theta)`` by rounding only (measured on WordNet after 40 float32 steps:
+at most 3.4e-5 in logits up to 18, 4e-8 relative in the loss); the result
+is evaluated afresh. Other heads run a forward pass per trial point and two
+logit JVPs for the model.
+
+A step that decreases the batch objective at neither point is rejected:
+``theta`` stays unchanged (``step_size = 0``) and ``lambda`` grows, since
+``rho <= 0``. The history records ``(a, b)`` as ``step_size`` and
+``momentum``.
 """
 
 from __future__ import annotations
@@ -51,6 +75,7 @@ from typing import Any
 
 import numpy
 
+from . import kernels
 from ._validation import check_batch, check_nonneg_scalar, check_positive_int
 from .compensation import kronecker_fgn_step, output_covariance, rotated_squares
 from .step import SOLVERS, _fgn_step
@@ -59,15 +84,17 @@ __all__ = ["OptimizeResult", "minimize"]
 
 RHO_SHRINK, RHO_GROW = 0.5, 0.25
 DAMPING_DECREASE, DAMPING_INCREASE = 0.1, 2.0
-# Backtracking after a rejected step: the parabola's minimiser, clipped.
-BACKTRACK_MIN, BACKTRACK_MAX = 0.1, 0.5
 DROPPED = ("kronecker", None)
+# Two subspace directions whose H-metric cosine^2 exceeds 1 - this are treated as one.
+COLLINEAR_TOL = 1e-8
 DAMPING_MIN, DAMPING_MAX = 1e-8, 1e8
 # CG tolerance of each step (inexact Gauss-Newton): rtol_k = min(CG_RTOL_MAX,
 # sqrt(||g_k|| / ||g_0||)), so early steps are cheap and late ones accurate.
 CG_RTOL_MAX, CG_RTOL_MIN = 1e-1, 1e-6
 
-HISTORY_KEYS = ("objective", "grad_norm", "damping", "cg_iter", "accepted", "step_size", "seconds")
+HISTORY_KEYS = (
+    "objective", "grad_norm", "damping", "rho", "cg_iter", "accepted", "step_size", "momentum", "seconds",
+)
 
 
 @dataclass(frozen=True)
@@ -93,9 +120,10 @@ class OptimizeResult:
     history : dict of lists
         One entry per step: ``objective`` (batch objective after the step,
         or before it if rejected), ``grad_norm`` (at the step's start),
-        ``damping`` (used by the step), ``cg_iter``, ``accepted``,
-        ``step_size`` (1, the backtracked ``a``, or 0 if rejected),
-        ``seconds`` (wall time of the step).
+        ``damping`` (used by the step), ``rho`` (the unit step's gain
+        ratio), ``cg_iter``, ``accepted``, ``step_size`` and ``momentum``
+        (the coefficients ``a`` of ``delta`` and ``b`` of the previous step,
+        both 0 if rejected), ``seconds`` (wall time of the step).
     """
 
     theta: Any
@@ -128,19 +156,97 @@ def _update_damping(damping, rho):
     return min(max(damping, DAMPING_MIN), DAMPING_MAX)
 
 
+class _Subspace:
+    """The points ``theta + sum_j c_j d_j`` of one step's subspace, and the GGN model of the objective there.
+
+    ``directions`` are the step's ``delta`` and, after the first step, the
+    previous accepted step. When the head's logits are affine in ``theta``
+    (:class:`LinearHead`), ``images`` are the directions' logit images
+    ``Jz d_j`` on ``lin``'s rows: a point's logits are then
+    ``Z + sum_j c_j Jz d_j``, with no forward pass, and the images hold at
+    every point. Otherwise (``images=None``) each point is a forward pass
+    and the images are taken where the model is built.
+    """
+
+    def __init__(self, lin, directions, images):
+        self.lin, self.directions, self.images = lin, directions, images
+
+    def _combine(self, parts, coef):
+        # sum_j c_j parts_j; the unit step's (1, 0) returns parts[0] itself (no pass over it)
+        dt = self.lin.dtype.type
+        terms = [(part, c) for part, c in zip(parts, coef) if c != 0] or [(parts[0], 0.0)]
+        (first, c0), rest = terms[0], terms[1:]
+        if not rest:
+            return first if c0 == 1 else first * dt(c0)
+        out = first * dt(c0)
+        for part, c in rest:
+            out += dt(c) * part
+        return out
+
+    def step(self, coef):
+        """``sum_j c_j d_j``, shape (P,)."""
+        return self._combine(self.directions, coef)
+
+    def point(self, coef):
+        """``(linearization at theta + step(coef), its step's logit image or None)``."""
+        lin = self.lin
+        head, xp, theta = lin.head, lin.xp, lin.theta + self.step(coef)
+        if self.images is None:
+            return head._linearize(xp, theta, lin.X, lin.y), None
+        image = self._combine(self.images, coef)
+        return head._linearization(xp, theta, lin.X, lin.y, lin.logits + image, None), image
+
+    def model(self, at, l2):
+        """``(G, H)``: the objective's slope and GGN curvature over the subspace at ``at`` (a point of it).
+
+        ``G_j = grad L(at) . d_j`` and
+        ``H_jk = (1/N) sum_i (Jz_i d_j)^T H_i (Jz_i d_k) + l2 d_j^T M d_k``,
+        ``H_i`` the softmax Hessian of row ``i`` (float64 NumPy arrays).
+        """
+        xp, dirs = at.xp, self.directions
+        images = self.images if self.images is not None else [at._logits_jvp(d) for d in dirs]
+        sums = kernels.subspace_sums(xp, at.U, at.residual, at.y, images[0], images[-1]) / at.n_samples
+        G = numpy.array([sums[0], sums[1]][: len(dirs)])
+        H = numpy.array([[sums[2], sums[3]], [sums[3], sums[4]]])[: len(dirs), : len(dirs)]
+        if l2:
+            masked = [at.weight_mask * d for d in dirs]
+            G += l2 * numpy.array([float(xp.dot(m, at.theta)) for m in masked])
+            H += l2 * numpy.array([[float(xp.dot(m, d)) for d in dirs] for m in masked])
+        return G, H
+
+    def newton(self, at, coef, l2):
+        """``coef + t``, ``t`` the minimiser of :meth:`model`'s quadratic at ``at``, the point of ``coef``.
+
+        With two directions that are collinear in ``H``'s metric
+        (``H_01^2 >= (1 - 1e-8) H_00 H_11``, a singular ``H`` up to rounding)
+        the previous step is dropped; ``None`` when ``H_00`` is not positive.
+        """
+        G, H = self.model(at, l2)
+        t = numpy.zeros(len(coef))
+        if not H[0, 0] > 0:
+            return None
+        if len(G) == 2 and H[0, 1] ** 2 < (1 - COLLINEAR_TOL) * H[0, 0] * H[1, 1]:
+            t[:] = -numpy.linalg.solve(H, G)
+        else:
+            t[0] = -G[0] / H[0, 0]
+        return tuple(float(c) for c in numpy.asarray(coef) + t)
+
+
 class _Progress:
-    """One line per step on stdout when ``verbose``."""
+    """One line per step on stdout when ``verbose``: ``a`` and ``b`` are the step's coefficients (0 if rejected)."""
 
     def __init__(self, verbose):
         self.verbose = verbose
         if verbose:
-            print(f"{'iter':>5} {'objective':>14} {'|grad|_inf':>11} {'damping':>9} {'cg':>4} {'ok':>3} {'s':>7}")
+            print(f"{'iter':>5} {'objective':>14} {'|grad|_inf':>11} {'damping':>9} {'rho':>6} {'cg':>4} "
+                  f"{'a':>6} {'b':>6} {'s':>7}")
 
     def __call__(self, k, record):
         if self.verbose:
             print(
                 f"{k:>5} {record['objective']:>14.8f} {record['grad_norm']:>11.3e} {record['damping']:>9.2e} "
-                f"{record['cg_iter']:>4} {'y' if record['accepted'] else 'n':>3} {record['seconds']:>7.3f}",
+                f"{record['rho']:>6.2f} {record['cg_iter']:>4} {record['step_size']:>6.2f} {record['momentum']:>6.2f} "
+                f"{record['seconds']:>7.3f}",
                 flush=True,
             )
 
@@ -181,8 +287,9 @@ def minimize(
     max_iter : int, default 100
         Full batch: steps (accepted or rejected). Mini-batch: epochs.
     tol : float, default 1e-6
-        Stop when ``||grad L||_inf <= tol``, or when a full (not backtracked)
-        step changes the objective by at most ``tol * max(|L|, 1)`` (full batch).
+        Stop when ``||grad L||_inf <= tol``, or when a step whose gain ratio
+        is above 0.25 changes the objective by at most ``tol * max(|L|, 1)``
+        (full batch).
     batch_size : int, optional
         ``None``: full batch. Otherwise the data are reshuffled each epoch and
         cut into mini-batches of this size; each takes one damped step.
@@ -250,7 +357,7 @@ def minimize(
         if curvature_rows is None or n <= curvature_rows:
             return lin, None
         rows = xp.asarray(numpy.sort(rng.choice(n, curvature_rows, replace=False)))
-        return head._linearize(xp, lin.theta, lin.X[rows], lin.y[rows]), rows
+        return lin._take(rows), rows
 
     def covariance(lin, rows):
         """``Sigma``'s eigenpairs on the batch, and the curvature rows' rotated squares (or None).
@@ -269,8 +376,13 @@ def minimize(
             state["rotated"] = rotated_squares(F, state["eig"][1])
         return state["eig"], state["rotated"][rows]
 
-    def run_step(lin, x0, rtol):
-        """One damped step on ``lin``'s batch; returns (new lin or old, coefficients, record, f, f_new)."""
+    def run_step(lin, x0, rtol, previous):
+        """One damped step on ``lin``'s batch.
+
+        ``previous`` is ``None`` or ``(s, image)``: the previous accepted step
+        and its logit image on ``lin``'s rows (``None`` where it must be made).
+        Returns (new lin or old, coefficients, record, f, f_new, previous).
+        """
         t0 = time.perf_counter()
         f = _objective(lin, l2)
         g = _gradient(lin, l2)
@@ -283,17 +395,24 @@ def minimize(
         else:
             step = _fgn_step(curv, g, state["damping"], l2, solver, rtol, None, x0)
         delta, pred = step.direction, step.predicted_decrease
-        trial = head._linearize(xp, lin.theta + delta, lin.X, lin.y)
-        f_new, size = _objective(trial, l2), 1.0
-        rho = (f - f_new) / pred if pred > 0 else math.nan
-        if not f_new < f:
-            # one backtracking trial at the minimiser of the parabola through f, g.delta, f_new
-            slope = float(xp.dot(g, delta))
-            curvature = f_new - f - slope
-            size = -slope / (2 * curvature) if curvature > 0 and slope < 0 else BACKTRACK_MIN
-            size = min(max(size, BACKTRACK_MIN), BACKTRACK_MAX)
-            trial = head._linearize(xp, lin.theta + lin.dtype.type(size) * delta, lin.X, lin.y)
-            f_new = _objective(trial, l2)
+        directions = [delta] if previous is None else [delta, previous[0]]
+        images = None
+        if head._affine_logits:
+            images = [lin._logits_jvp(delta)]
+            if previous is not None:
+                images.append(previous[1] if previous[1] is not None else lin._logits_jvp(previous[0]))
+        space = _Subspace(lin, directions, images)
+        # the unit step gives rho; a Newton correction in the subspace may improve on it
+        coef = (1.0,) + (0.0,) * (len(directions) - 1)
+        best, image = space.point(coef)
+        f_new = f_unit = _objective(best, l2)
+        rho = (f - f_unit) / pred if pred > 0 else math.nan
+        corrected = space.newton(best, coef, l2)
+        if corrected is not None and corrected[0] > 0:  # a <= 0 would abandon delta: rejected instead
+            trial, trial_image = space.point(corrected)
+            f_trial = _objective(trial, l2)
+            if f_trial < f_new:
+                coef, best, image, f_new = corrected, trial, trial_image, f_trial
         accepted = f_new < f
         used = state["damping"]
         state["damping"] = _update_damping(used, rho)
@@ -301,26 +420,30 @@ def minimize(
             objective=f_new if accepted else f,
             grad_norm=g_norm,
             damping=used,
+            rho=rho,
             cg_iter=step.n_iter,
             accepted=bool(accepted),
-            step_size=size if accepted else 0.0,
-            seconds=time.perf_counter() - t0,
+            step_size=float(coef[0]) if accepted else 0.0,
+            momentum=float(coef[1]) if accepted and len(coef) > 1 else 0.0,
+            seconds=0.0,
         )
+        if accepted:
+            state["theta"] = best.theta
+            previous = (space.step(coef), image)
+        record["seconds"] = time.perf_counter() - t0
         for key in HISTORY_KEYS:
             history[key].append(record[key])
         progress(len(history["objective"]), record)
-        if accepted:
-            state["theta"] = trial.theta
         if callback is not None and callback(state["theta"], record):
             state["stop"] = True
         coefficients = step.coefficients if curv is lin else None
-        return (trial if accepted else lin), coefficients, record, f, f_new
+        return (best if accepted else lin), coefficients, record, f, f_new, rho, previous
 
     status, converged, n_iter = f"maxiter ({max_iter}) reached", False, 0
     if batch_size is None or batch_size >= N:
         lin = head._linearize(xp, theta, X, y)
         g0 = None
-        coefficients = None
+        coefficients = previous = None
         for n_iter in range(1, max_iter + 1):
             g_norm = float(xp.max(xp.abs(_gradient(lin, l2))))
             g0 = g0 or max(g_norm, 1e-300)
@@ -328,20 +451,24 @@ def minimize(
                 status, converged, n_iter = "converged: ||grad||_inf <= tol", True, n_iter - 1
                 break
             rtol = min(CG_RTOL_MAX, max(CG_RTOL_MIN, math.sqrt(g_norm / g0)))
-            lin, coefficients, record, f, f_new = run_step(lin, coefficients, rtol)
-            if record["step_size"] == 1.0 and f - f_new <= tol * max(abs(f_new), 1.0):
+            lin, coefficients, record, f, f_new, rho, previous = run_step(lin, coefficients, rtol, previous)
+            # a small change counts only from a step the model predicted well (not one cut short)
+            if record["accepted"] and rho > RHO_GROW and f - f_new <= tol * max(abs(f_new), 1.0):
                 status, converged = "converged: relative objective change <= tol", True
                 break
             if state["stop"]:
                 status = "stopped by callback"
                 break
     else:
+        previous = None
         for n_iter in range(1, max_iter + 1):
             order = xp.asarray(rng.permutation(N))
             for start in range(0, N, batch_size):
                 rows = order[start : start + batch_size]
                 lin = head._linearize(xp, state["theta"], X[rows], y[rows])
-                run_step(lin, None, CG_RTOL_MAX)
+                # the previous step's logit image was on other rows
+                previous = None if previous is None else (previous[0], None)
+                previous = run_step(lin, None, CG_RTOL_MAX, previous)[-1]
                 if state["stop"]:
                     break
             if state["stop"]:

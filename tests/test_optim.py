@@ -43,32 +43,33 @@ def test_monotone_decrease_to_the_optimum():
     assert res.grad_norm < 1e-5
 
 
-def test_overshooting_steps_backtrack_and_raise_the_damping():
+def test_overshooting_unit_steps_raise_the_damping_and_only_decreases_are_taken():
     head, X, y = problem(seed=1)
     l2 = 1e-4
-    # A tiny initial damping makes the first plain FGN steps overshoot.
+    # A tiny initial damping makes the first plain FGN unit steps overshoot.
     res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, damping=1e-8, max_iter=200, dropped=None)
     h = res.history
-    short = [k for k, a in enumerate(h["step_size"]) if a != 1.0]
-    assert short, "expected at least one overshooting step from damping 1e-8"
+    rho = np.array(h["rho"])
+    assert np.any(rho < 0), "expected at least one overshooting unit step from damping 1e-8"
     objectives = [objective(head, np.zeros(head.n_params), X, y, l2)] + h["objective"]
-    for k in short:
-        # the full step did not decrease the objective: the damping grows by DAMPING_INCREASE
-        if k + 1 < len(h["damping"]):
+    for k in range(len(rho)):
+        if k + 1 < len(h["damping"]) and rho[k] < optim.RHO_GROW:
+            # the model over-promised: the damping grows by DAMPING_INCREASE
             assert h["damping"][k + 1] == pytest.approx(h["damping"][k] * optim.DAMPING_INCREASE)
         if h["accepted"][k]:
-            # backtracked: a step size inside the clip range, and a strict decrease
-            assert optim.BACKTRACK_MIN <= h["step_size"][k] <= optim.BACKTRACK_MAX
-            assert objectives[k + 1] < objectives[k]
+            # a strict decrease, along delta (a > 0)
+            assert objectives[k + 1] < objectives[k] and h["step_size"][k] > 0
         else:
             # rejected: the objective stays where it was
-            assert h["step_size"][k] == 0.0
+            assert h["step_size"][k] == 0.0 and h["momentum"][k] == 0.0
             assert objectives[k + 1] == pytest.approx(objectives[k], rel=1e-12)
     assert res.converged, res.status
+    assert res.objective == pytest.approx(objective(head, res.theta, X, y, l2), rel=1e-12)
 
 
 def test_a_step_that_never_decreases_is_rejected(monkeypatch):
-    # A step pointing uphill: neither the full step nor the backtracked one decreases, so theta stays.
+    # A step pointing uphill: the unit step increases the objective and the subspace
+    # correction would reverse delta (a < 0), so the step is rejected and theta stays.
     head, X, y = problem()
     real = optim.kronecker_fgn_step
 
@@ -80,7 +81,8 @@ def test_a_step_that_never_decreases_is_rejected(monkeypatch):
     theta0 = 0.1 * np.ones(head.n_params)
     res = fa.minimize(head, theta0, X, y, l2=1e-3, max_iter=3)
     assert res.history["accepted"] == [False, False, False]
-    assert res.history["step_size"] == [0.0, 0.0, 0.0]
+    assert res.history["step_size"] == [0.0, 0.0, 0.0] and res.history["momentum"] == [0.0, 0.0, 0.0]
+    assert all(r < 0 for r in res.history["rho"])
     np.testing.assert_array_equal(res.theta, theta0)
     assert res.history["damping"] == [1.0, 2.0, 4.0]
 

@@ -111,6 +111,35 @@ def softmax_cov_rows(xp, P, V):
     return out
 
 
+def subspace_sums(xp, U, r, y, A, B):
+    """Slope and GGN of the summed cross-entropy along the logit directions ``A`` and ``B``.
+
+    ``U`` is ``e_y - q`` and ``r`` the residual ``-(1 - p)`` at the point;
+    ``A``, ``B`` are ``(N, C)``. Returns a NumPy float64 ``(5,)``:
+    ``[sum_i g_i . A_i, sum_i g_i . B_i, sum_i A_i^T H_i A_i, sum_i A_i^T H_i B_i, sum_i B_i^T H_i B_i]``
+    with ``g_i = softmax(Z_i) - e_{y_i}`` and ``H_i = diag(softmax) - softmax softmax^T``
+    (see ``kernels.cpu.subspace_rows``).
+    """
+    if _on_cpu(xp):
+        out = numpy.empty((U.shape[0], 5), dtype=numpy.float64)
+        _run_cpu(cpu.subspace_rows, U.size, U, r, y, A, B, out)
+        return out.sum(axis=0)
+    return _subspace_sums_array(xp, U, r, y, A, B)
+
+
+def _subspace_sums_array(xp, U, r, y, A, B):
+    """:func:`subspace_sums` in array operations (the GPU path), the same formulas as the CPU kernel."""
+    rows = xp.arange(U.shape[0])
+    w = -r.astype(xp.float64)
+    Q = -U.astype(xp.float64)
+    a = A - A[rows, y][:, None]
+    b = B - B[rows, y][:, None]
+    sa, sb = (Q * a).sum(axis=1), (Q * b).sum(axis=1)
+    sums = [w * sa, w * sb, w * ((Q * a * a).sum(axis=1) - w * sa * sa)]
+    sums += [w * ((Q * a * b).sum(axis=1) - w * sa * sb), w * ((Q * b * b).sum(axis=1) - w * sb * sb)]
+    return numpy.array([float(v.sum()) for v in sums])
+
+
 ACTIVATIONS = {"tanh": cpu.TANH, "relu": cpu.RELU, "gelu": cpu.GELU}
 
 

@@ -233,6 +233,45 @@ def softmax_cov_rows(P, V, out):
         out[i, top] = np.float64(P[i, top]) * d
 
 
+@njit(parallel=True, cache=True, fastmath=_REDUCE_FLAGS)
+def subspace_rows(U, r, y, A, B, out):
+    """Each row's share of the softmax cross-entropy's slope and GGN along two logit directions.
+
+    With ``w = -r_i = 1 - p_i``, ``q_ik = -U_ik`` (the label's term drops out
+    below) and the directions shifted by their label entry,
+    ``a_k = A_ik - A_{i,y}``, ``b_k = B_ik - B_{i,y}``::
+
+        s_a = sum_k q_k a_k,  s_aa = sum_k q_k a_k^2,  s_ab = ...,  s_bb = ...
+        out_i = [w s_a, w s_b, w (s_aa - w s_a^2), w (s_ab - w s_a s_b), w (s_bb - w s_b^2)]
+
+    ``w s_a = (softmax_i - e_y) . A_i`` and ``w (s_aa - w s_a^2)`` is the
+    softmax variance of ``A_i`` (shifting by the label entry, where the
+    softmax is ``p_i``, leaves the variance unchanged and keeps the terms
+    small when ``p_i -> 1``). Accumulated in float64.
+    """
+    n_rows, n_cols = U.shape
+    for i in prange(n_rows):
+        label = y[i]
+        a_y = np.float64(A[i, label])
+        b_y = np.float64(B[i, label])
+        sa = sb = saa = sab = sbb = 0.0
+        for k in range(n_cols):
+            q = -np.float64(U[i, k])
+            a = np.float64(A[i, k]) - a_y
+            b = np.float64(B[i, k]) - b_y
+            sa += q * a
+            sb += q * b
+            saa += q * a * a
+            sab += q * a * b
+            sbb += q * b * b
+        w = -np.float64(r[i])
+        out[i, 0] = w * sa
+        out[i, 1] = w * sb
+        out[i, 2] = w * (saa - w * sa * sa)
+        out[i, 3] = w * (sab - w * sa * sb)
+        out[i, 4] = w * (sbb - w * sb * sb)
+
+
 # ---- Hidden-layer activations (TwoLayerHead) ---------------------------------
 
 # Which phi `activation_rows` applies (`kernels.ACTIVATIONS` maps names to codes).
