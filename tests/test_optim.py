@@ -183,3 +183,23 @@ def test_curvature_subsample_is_seeded_and_still_converges():
     for res in runs + [full]:
         assert res.converged, res.status
         assert res.objective == pytest.approx(objective(head, full.theta, X, y, l2), rel=1e-8)
+
+
+@pytest.mark.parametrize("hidden", [None, 6])
+def test_curvature_rows_are_taken_from_the_cached_forward_pass(hidden):
+    # Linearization._take(rows) must equal a fresh linearization on those rows.
+    _, X, y = problem(N=50)
+    head = fa.LinearHead(5, 4) if hidden is None else fa.TwoLayerHead(5, hidden, 4)
+    theta = head.init_params(seed=3, dtype="float64") + 0.1
+    rows = np.array([3, 7, 7, 20, 49])
+    taken = head.linearize(theta, X, y)._take(rows)
+    fresh = head.linearize(theta, X[rows], y[rows])
+    assert type(taken) is type(fresh) and taken.n_samples == 5
+    for name in ("logits", "U", "X", "y"):
+        np.testing.assert_array_equal(getattr(taken, name), getattr(fresh, name))
+    for name in ("margin", "loss", "prob_true", "lse_rest"):
+        np.testing.assert_array_equal(getattr(taken.stats, name), getattr(fresh.stats, name))
+    v = np.random.default_rng(0).standard_normal(head.n_params)
+    np.testing.assert_allclose(taken.margin_jvp(v), fresh.margin_jvp(v), rtol=1e-13)
+    np.testing.assert_allclose(taken.grad, fresh.grad, rtol=1e-13)
+    np.testing.assert_allclose(taken.margin_gram_diag(), fresh.margin_gram_diag(), rtol=1e-13)
