@@ -376,16 +376,15 @@ def minimize(
             state["rotated"] = rotated_squares(F, state["eig"][1])
         return state["eig"], state["rotated"][rows]
 
-    def run_step(lin, x0, rtol, previous):
-        """One damped step on ``lin``'s batch.
+    def run_step(lin, g, x0, rtol, previous):
+        """One damped step on ``lin``'s batch, whose objective gradient is ``g``.
 
         ``previous`` is ``None`` or ``(s, image)``: the previous accepted step
         and its logit image on ``lin``'s rows (``None`` where it must be made).
-        Returns (new lin or old, coefficients, record, f, f_new, previous).
+        Returns (new lin or old, coefficients, record, f, f_new, rho, previous).
         """
         t0 = time.perf_counter()
         f = _objective(lin, l2)
-        g = _gradient(lin, l2)
         g_norm = float(xp.max(xp.abs(g)))
         curv, rows = curvature_batch(lin)
         x0 = x0 if curv is lin else None
@@ -445,13 +444,14 @@ def minimize(
         g0 = None
         coefficients = previous = None
         for n_iter in range(1, max_iter + 1):
-            g_norm = float(xp.max(xp.abs(_gradient(lin, l2))))
+            g = _gradient(lin, l2)
+            g_norm = float(xp.max(xp.abs(g)))
             g0 = g0 or max(g_norm, 1e-300)
             if g_norm <= tol:
                 status, converged, n_iter = "converged: ||grad||_inf <= tol", True, n_iter - 1
                 break
             rtol = min(CG_RTOL_MAX, max(CG_RTOL_MIN, math.sqrt(g_norm / g0)))
-            lin, coefficients, record, f, f_new, rho, previous = run_step(lin, coefficients, rtol, previous)
+            lin, coefficients, record, f, f_new, rho, previous = run_step(lin, g, coefficients, rtol, previous)
             # a small change counts only from a step the model predicted well (not one cut short)
             if record["accepted"] and rho > RHO_GROW and f - f_new <= tol * max(abs(f_new), 1.0):
                 status, converged = "converged: relative objective change <= tol", True
@@ -468,7 +468,7 @@ def minimize(
                 lin = head._linearize(xp, state["theta"], X[rows], y[rows])
                 # the previous step's logit image was on other rows
                 previous = None if previous is None else (previous[0], None)
-                previous = run_step(lin, None, CG_RTOL_MAX, previous)[-1]
+                previous = run_step(lin, _gradient(lin, l2), None, CG_RTOL_MAX, previous)[-1]
                 if state["stop"]:
                     break
             if state["stop"]:
