@@ -76,6 +76,7 @@ from typing import Any
 import numpy
 
 from . import kernels
+from ._backend import to_numpy
 from ._validation import check_batch, check_nonneg_scalar, check_positive_int
 from .compensation import kronecker_fgn_step, output_covariance, rotated_squares
 from .step import SOLVERS, _fgn_step
@@ -209,9 +210,13 @@ class _Subspace:
         G = numpy.array([sums[0], sums[1]][: len(dirs)])
         H = numpy.array([[sums[2], sums[3]], [sums[3], sums[4]]])[: len(dirs), : len(dirs)]
         if l2:
-            masked = [at.weight_mask * d for d in dirs]
-            G += l2 * numpy.array([float(xp.dot(m, at.theta)) for m in masked])
-            H += l2 * numpy.array([[float(xp.dot(m, d)) for d in dirs] for m in masked])
+            # the penalty's slope (M theta) . d_j and curvature d_j^T M d_k, one transfer to the host
+            D = xp.stack(dirs)
+            masked = D * at.weight_mask
+            penalty = to_numpy(xp.concatenate([masked @ at.theta, (masked @ D.T).ravel()])).astype(numpy.float64)
+            m = len(dirs)
+            G += l2 * penalty[:m]
+            H += l2 * penalty[m:].reshape(m, m)
         return G, H
 
     def newton(self, at, coef, l2):

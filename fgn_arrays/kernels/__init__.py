@@ -11,6 +11,7 @@ from __future__ import annotations
 import numba
 import numpy
 
+from .._backend import to_numpy
 from . import cpu
 
 
@@ -137,7 +138,8 @@ def _subspace_sums_array(xp, U, r, y, A, B):
     sa, sb = (Q * a).sum(axis=1), (Q * b).sum(axis=1)
     sums = [w * sa, w * sb, w * ((Q * a * a).sum(axis=1) - w * sa * sa)]
     sums += [w * ((Q * a * b).sum(axis=1) - w * sa * sb), w * ((Q * b * b).sum(axis=1) - w * sb * sb)]
-    return numpy.array([float(v.sum()) for v in sums])
+    # one transfer to the host, not one per sum
+    return to_numpy(xp.stack(sums).sum(axis=1)).astype(numpy.float64)
 
 
 ACTIVATIONS = {"tanh": cpu.TANH, "relu": cpu.RELU, "gelu": cpu.GELU}
