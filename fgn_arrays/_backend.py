@@ -7,23 +7,102 @@ Every function outside this module and ``kernels/`` receives the namespace
 ``xp`` from :func:`get_namespace` and calls only ``xp.<function>``.
 CuPy is imported only when a CuPy array arrives or a GPU is asked for, so
 ``import fgn_arrays`` never needs it.
+
+Every GPU branch reaches the GPU array library through one
+:class:`GPUBackend`: CuPy's by default, or another registered with
+:func:`set_gpu_backend` (the tests register :mod:`fgn_arrays.testing`'s CPU
+stand-in for CuPy, so that every GPU branch runs without a GPU). Code
+outside this module tells the branches apart by ``xp is numpy``.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy
 
 __all__ = [
+    "GPUBackend",
     "cholesky_solve",
     "get_namespace",
     "gpu_available",
+    "gpu_backend",
+    "host_floats",
     "is_cupy_array",
+    "is_device_array",
     "namespace_for_device",
+    "set_gpu_backend",
     "to_device",
     "to_numpy",
 ]
+
+
+@dataclass(frozen=True)
+class GPUBackend:
+    """What the library's GPU branches use of a GPU array library.
+
+    Attributes
+    ----------
+    xp : module
+        The array namespace, with CuPy's API (``cupy`` itself, or a stand-in).
+    xpx : module
+        CuPy's companion ``cupyx``: ``xpx.scipy.linalg.solve_triangular`` and
+        ``xpx.errstate(linalg="raise")`` are used.
+    kernels : module
+        The fused kernels: a function for each kernel of
+        :mod:`fgn_arrays.kernels.cpu` that runs on the GPU, with the CPU
+        kernel's positional arguments (:mod:`fgn_arrays.kernels.cuda`, the
+        Numba CUDA launchers, for CuPy).
+    is_array : callable
+        ``is_array(x)``: whether ``x`` is one of ``xp``'s arrays.
+    available : callable
+        ``available()``: whether the backend can run (a GPU is seen).
+    """
+
+    xp: Any
+    xpx: Any
+    kernels: Any
+    is_array: Callable[[Any], bool]
+    available: Callable[[], bool]
+
+
+_registered: GPUBackend | None = None
+
+
+def set_gpu_backend(backend: GPUBackend | None) -> None:
+    """Route every GPU branch to ``backend``; ``None`` restores CuPy.
+
+    The hook through which :mod:`fgn_arrays.testing` registers its CPU
+    stand-in for CuPy. While one is registered, its arrays are the device
+    arrays: ``get_namespace`` returns its ``xp`` for them,
+    ``namespace_for_device("gpu")`` and ``to_device(x, "gpu")`` use it, and
+    :func:`gpu_available` asks it.
+    """
+    global _registered
+    if backend is not None and not isinstance(backend, GPUBackend):
+        raise TypeError(f"`backend` must be a GPUBackend or None; got {type(backend).__name__}.")
+    _registered = backend
+    gpu_available.cache_clear()
+
+
+def gpu_backend() -> GPUBackend:
+    """The registered :class:`GPUBackend`, or CuPy's (importing CuPy)."""
+    if _registered is not None:
+        return _registered
+    return _cupy_backend()
+
+
+@functools.lru_cache(maxsize=1)
+def _cupy_backend() -> GPUBackend:
+    import cupy
+    import cupyx
+    import cupyx.scipy.linalg  # noqa: F401  (loads the submodule)
+
+    from .kernels import cuda
+
+    return GPUBackend(cupy, cupyx, cuda, is_cupy_array, lambda: bool(cupy.cuda.is_available()))
 
 
 def is_cupy_array(x) -> bool:
@@ -31,8 +110,15 @@ def is_cupy_array(x) -> bool:
     return type(x).__module__.split(".", 1)[0] == "cupy" and hasattr(x, "__cuda_array_interface__")
 
 
+def is_device_array(x) -> bool:
+    """True when ``x`` is an array of the GPU backend (CuPy's, or the registered one)."""
+    if _registered is not None:
+        return _registered.is_array(x)
+    return is_cupy_array(x)
+
+
 def _backend_name(x) -> str | None:
-    if is_cupy_array(x):
+    if is_device_array(x):
         return "cupy"
     if isinstance(x, numpy.ndarray) or numpy.isscalar(x):
         return "numpy"
@@ -72,22 +158,18 @@ def get_namespace(*arrays, names=None):
             f"and CuPy (`{seen['cupy']}`). Move them with fgn_arrays.to_device."
         )
     if seen.get("cupy"):
-        import cupy
-
-        return cupy
+        return gpu_backend().xp
     return numpy
 
 
 @functools.lru_cache(maxsize=1)
 def gpu_available() -> bool:
-    """Whether CuPy is importable and sees at least one CUDA device.
+    """Whether CuPy (or the registered GPU backend) is importable and sees a CUDA device.
 
     Answers quietly (no warnings, no exceptions) and caches the answer.
     """
     try:
-        import cupy
-
-        return bool(cupy.cuda.is_available())
+        return bool(gpu_backend().available())
     except Exception:  # ImportError, CUDARuntimeError, missing driver libraries
         return False
 
@@ -98,10 +180,12 @@ def namespace_for_device(device: str):
         return numpy
     if device == "gpu":
         if not gpu_available():
-            raise RuntimeError("`device` is 'gpu' but CuPy or a CUDA GPU is not available.")
-        import cupy
-
-        return cupy
+            raise RuntimeError(
+                "`device` is 'gpu' but CuPy or a CUDA GPU is not available. Install the GPU "
+                "extra that matches the CUDA driver: pip install 'fgn_arrays[gpu-cuda12]' or "
+                "'fgn_arrays[gpu-cuda13]'."
+            )
+        return gpu_backend().xp
     raise ValueError(f"`device` must be 'cpu' or 'gpu'; got {device!r}.")
 
 
@@ -113,9 +197,20 @@ def to_device(x, device: str):
     return xp.asarray(x)
 
 
+def host_floats(xp, *values):
+    """Python floats of ``values`` (0-d or 1-d arrays of ``xp``, Python numbers) in one device-to-host copy.
+
+    Returns one flat list: a 1-d array gives one float per entry. This packs
+    every scalar a step needs into one transfer: on the GPU, one
+    synchronization instead of one per ``float(...)``.
+    """
+    packed = xp.concatenate([xp.reshape(xp.asarray(v, dtype=xp.float64), (-1,)) for v in values])
+    return packed.tolist()
+
+
 def to_numpy(x):
     """``x`` as a NumPy array (copies device arrays to the host)."""
-    if is_cupy_array(x):
+    if is_device_array(x):
         return x.get()
     return numpy.asarray(x)
 
@@ -134,15 +229,20 @@ def cholesky_solve(K, b):
     x : array, shape (n,), or None
         ``None`` when ``K`` is not numerically positive definite.
     """
-    if is_cupy_array(K):
-        import cupy
-        import cupyx.scipy.linalg
-
-        L = cupy.linalg.cholesky(K)
-        if not bool(cupy.isfinite(L).all()):  # CuPy returns NaN instead of raising
+    if is_device_array(K):
+        gpu = gpu_backend()
+        linalg = gpu.xpx.scipy.linalg
+        # CuPy's default linalg="ignore" never reads cuSOLVER's status, so a
+        # failed factorisation could return finite garbage; "raise" makes it
+        # raise numpy.linalg.LinAlgError. The check reads one status word
+        # from the device: the factorisation's only host synchronisation.
+        try:
+            with gpu.xpx.errstate(linalg="raise"):
+                L = gpu.xp.linalg.cholesky(K)
+        except numpy.linalg.LinAlgError:
             return None
-        z = cupyx.scipy.linalg.solve_triangular(L, b, lower=True)
-        return cupyx.scipy.linalg.solve_triangular(L, z, lower=True, trans="T")
+        z = linalg.solve_triangular(L, b, lower=True)
+        return linalg.solve_triangular(L, z, lower=True, trans="T")
     import scipy.linalg
 
     try:

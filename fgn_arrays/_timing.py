@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+import numpy
+
 
 def synchronize(xp) -> None:
-    """Wait for the GPU's queued work when ``xp`` is CuPy; nothing on the CPU."""
-    if xp.__name__ == "cupy":
+    """Wait for the GPU's queued work when ``xp`` is a GPU namespace (CuPy); nothing on the CPU."""
+    if xp is not numpy:
         xp.cuda.get_current_stream().synchronize()
 
 

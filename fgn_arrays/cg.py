@@ -9,22 +9,27 @@ one namespace ``xp`` (``numpy`` or ``cupy``), in ``b``'s floating dtype.
 The stopping rule is SciPy's: ``||r|| <= max(rtol * ||b||, atol)`` with
 ``r = b - A x`` updated recursively and ``||.||`` the Euclidean norm.
 
-On the GPU the loop does not synchronize with the host except at check points
-(every ``check_every`` iterations and at ``maxiter``): the scalars
-``r^T z``, ``p^T A p``, ``alpha`` and ``beta`` stay 0-d device arrays, and a
-breakdown between check points freezes the iterate through ``xp.where``
-masks instead of a Python ``if``.
+Each iteration is the matvec and three fused passes over the vectors
+(:mod:`fgn_arrays.kernels`, "Conjugate gradient updates"): Numba kernels on
+the CPU, Numba CUDA kernels on the GPU, one formula for both. The scalars
+``rho``, ``p^T A p``, ``alpha`` and ``beta`` never leave the device: they
+live in a small float64 state vector, and the kernels freeze the iterate
+(``alpha = 0``) once it has converged or broken down. The loop synchronizes
+with the host only at check points (every ``check_every`` iterations and at
+``maxiter``), by one transfer of that state; the iterate it returns is
+always the one whose residual was tested, so ``check_every`` changes how
+often the host looks, never the result.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from ._backend import get_namespace
+from . import kernels
+from ._backend import get_namespace, host_floats
 
 __all__ = ["cg", "CGResult"]
 
@@ -35,8 +40,16 @@ _NONFINITE = "breakdown: non-finite value"
 _CURVATURE = "breakdown: p^T A p <= 0"
 _PRECOND = "breakdown: r^T M^-1 r <= 0"
 
-# Codes of the 0-d ``reason`` array kept on the device between check points.
-_REASONS = {1: _NONFINITE, 2: _CURVATURE, 3: _PRECOND}
+# The kernels' stop codes (kernels.cpu.CG_*) in words.
+_REASONS = {
+    kernels.CG_NONFINITE: _NONFINITE,
+    kernels.CG_CURVATURE: _CURVATURE,
+    kernels.CG_PRECOND: _PRECOND,
+    kernels.CG_CONVERGED: _CONVERGED,
+}
+# Check points on the GPU when `check_every` is not given: one host
+# synchronisation per this many iterations.
+GPU_CHECK_EVERY = 8
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ def cg(
     atol=0.0,
     maxiter=None,
     precond=None,
-    check_every=1,
+    check_every=None,
     callback=None,
 ):
     """Solve ``A x = b`` for symmetric positive definite ``A`` by preconditioned CG.
@@ -97,20 +110,27 @@ def cg(
         Stop when ``||r|| <= max(rtol * ||b||, atol)``. Finite and >= 0.
     maxiter : int, optional
         Largest number of iterations, >= 0. Default ``10 * n``.
-    precond : callable, optional
+    precond : callable or array of shape (n,), optional
         ``precond(r)`` returns ``M^{-1} r`` for a symmetric positive definite
-        preconditioner ``M``; shape (n,) in and out. Default: identity.
-    check_every : int, default 1
-        Test convergence and breakdown only every ``check_every`` iterations
-        (and at ``maxiter``). These tests are the loop's only host
-        synchronizations on the GPU; a larger value trades a few extra
-        iterations for fewer synchronizations.
+        preconditioner ``M``; shape (n,) in and out. An array is the diagonal
+        of ``M^{-1}`` (positive and finite, in ``b``'s namespace; e.g.
+        ``1 / diag(A)`` for Jacobi): it is applied inside the fused update
+        kernels, at no extra pass. Default: identity.
+    check_every : int, optional
+        Read the solver's state on the host only every ``check_every``
+        iterations (and at ``maxiter``). Convergence and breakdown are tested
+        on the device at every iteration and freeze the iterate, so the
+        result does not depend on ``check_every``; a larger value means fewer
+        host synchronizations and up to ``check_every - 1`` idle iterations
+        (matvecs whose result is discarded) after the iterate froze. Default:
+        1 for NumPy arrays, ``GPU_CHECK_EVERY`` (8) for GPU arrays.
     callback : callable, optional
         ``callback(xk)`` is called after every iteration with the current
-        iterate, shape (n,); it must not modify it. It forces a host
-        synchronization only if it does so itself (e.g. by ``float(...)``).
-        After an undetected breakdown the iterate stays frozen, so the same
-        ``xk`` may be passed again until the next check point.
+        iterate, shape (n,), which CG updates in place: copy it to keep it,
+        and do not modify it. It forces a host synchronization only if it
+        does so itself (e.g. by ``float(...)``). After the iterate froze
+        (converged or broke down between check points) the same ``xk`` is
+        passed again until the next check point.
 
     Returns
     -------
@@ -125,9 +145,10 @@ def cg(
         ``x0`` is not a NumPy/CuPy array, they mix backends, or ``b`` is complex.
     ValueError
         If ``b`` is not 1-D or not finite, ``x0`` has another shape or is not
-        finite, ``rtol``/``atol`` are negative or not finite, ``maxiter`` is not
-        an integer >= 0, ``check_every`` is not an integer >= 1, or ``matvec``
-        / ``precond`` return an array of the wrong shape.
+        finite, ``rtol``/``atol`` are negative or not finite, ``maxiter`` is
+        below 0, ``check_every`` below 1, a ``precond`` array has another
+        shape or entries that are not finite and > 0, or ``matvec`` /
+        ``precond`` return an array of the wrong shape.
 
     Notes
     -----
@@ -150,16 +171,19 @@ def cg(
 
     Breakdown: CG needs ``rho_k > 0`` (``M`` positive definite) and
     ``p_k^T A p_k > 0`` (``A`` positive definite along ``p_k``). When either
-    fails or is not finite, ``alpha_k`` is masked to 0 and the iterate stays
+    fails or is not finite, ``alpha_k`` is set to 0 and the iterate stays
     frozen at the last good ``x``; the next check point reports the breakdown
     and returns that ``x``. If ``x`` or ``r`` still became non-finite (overflow
     in a vector update), the iterate, residual norm and iteration count saved
-    at the previous check point are returned instead. After such an overflow,
-    and until the next check point, ``matvec`` and ``precond`` may be called
-    with non-finite vectors whose results are discarded.
+    at the previous check point are returned instead. After a breakdown or an
+    overflow, and until the next check point, ``matvec`` and ``precond`` may
+    be called with non-finite vectors whose results are discarded.
+
+    The dot products are accumulated in float64 and the scalars kept in
+    float64 whatever the working dtype; the vectors stay in it.
     """
     xp = get_namespace(b, x0, names=("b", "x0"))
-    for name, fn in (("matvec", matvec), ("precond", precond), ("callback", callback)):
+    for name, fn in (("matvec", matvec), ("callback", callback)):
         if not callable(fn) and not (fn is None and name != "matvec"):
             raise TypeError(f"`{name}` must be callable; got {type(fn).__name__}.")
     if b.ndim != 1:
@@ -177,25 +201,68 @@ def cg(
     if maxiter is None:
         maxiter = 10 * n
     maxiter = _check_int("maxiter", maxiter, 0, "an integer >= 0 or None")
+    if check_every is None:
+        check_every = 1 if xp.__name__ == "numpy" else GPU_CHECK_EVERY
     check_every = _check_int("check_every", check_every, 1, "an integer >= 1")
 
     dtype = b.dtype if b.dtype.kind == "f" else xp.float64
     b = b.astype(dtype, copy=False)
+    # The diagonal of M^-1 (identity: ones), or None for a callable precond.
+    dinv = _diagonal_precond(xp, precond, b)
     # One host round trip for the norm of b and the finiteness of the inputs.
-    b_norm, b_finite, x0_finite = _to_host(
+    b_norm, b_finite, x0_finite, dinv_ok = host_floats(
         xp,
         xp.linalg.norm(b),
         xp.all(xp.isfinite(b)),
         True if x0 is None else xp.all(xp.isfinite(x0)),
+        True if precond is None or dinv is None else xp.all(xp.isfinite(dinv) & (dinv > 0)),
     )
     if not b_finite:
         raise ValueError("`b` must be finite; got a NaN or inf entry.")
     if not x0_finite:
         raise ValueError("`x0` must be finite; got a NaN or inf entry.")
+    if not dinv_ok:
+        raise ValueError("`precond`, as an array, must be finite and > 0 (the diagonal of M^-1).")
     if b_norm == 0.0:
         return CGResult(xp.zeros_like(b), True, 0, 0.0, _ZERO_RHS)
     tol = max(rtol * b_norm, atol)
+    return _iterate(xp, matvec, b, x0, tol, maxiter, dinv, precond, check_every, callback, check_start=True)
 
+
+def _solve(matvec, b, x0=None, *, rtol, maxiter=None, dinv=None):
+    """:func:`cg` for the library's own systems, with ``b``, ``x0`` and ``dinv`` known to be valid.
+
+    On the GPU it never synchronizes before the first check point: the
+    tolerance and the starting state are formed on the device, and a
+    starting point that already meets the tolerance (or ``b = 0``) is
+    reported there, as converged with ``n_iter = 0``. On NumPy it is
+    :func:`cg` without the input checks.
+    """
+    xp = get_namespace(b)
+    n = b.shape[0]
+    maxiter = 10 * n if maxiter is None else maxiter
+    check_every = 1 if xp.__name__ == "numpy" else GPU_CHECK_EVERY
+    if dinv is None:
+        dinv = xp.ones_like(b)
+    if xp.__name__ == "numpy":
+        b_norm = float(xp.linalg.norm(b))
+        if b_norm == 0.0:
+            return CGResult(xp.zeros_like(b), True, 0, 0.0, _ZERO_RHS)
+        return _iterate(xp, matvec, b, x0, rtol * b_norm, maxiter, dinv, None, check_every, None, check_start=True)
+    # tol^2 = rtol^2 ||b||^2, on the device
+    tol2 = xp.dot(b.astype(xp.float64), b.astype(xp.float64)) * (rtol * rtol)
+    return _iterate(xp, matvec, b, x0, tol2, maxiter, dinv, None, check_every, None, check_start=False)
+
+
+def _iterate(xp, matvec, b, x0, tol, maxiter, dinv, precond, check_every, callback, *, check_start):
+    """The CG iterations from ``x0`` (see :func:`cg`'s Notes); ``dinv`` is None for a callable ``precond``.
+
+    With ``check_start``, ``tol`` is a float and the start is checked on the
+    host (check point ``k = 0``). Without, ``tol`` is ``tol^2`` as a 0-d
+    float64 device array, and the start's state is formed on the device and
+    first read at check point ``check_every``.
+    """
+    n, dtype = b.shape[0], b.dtype
     if x0 is None:
         x = xp.zeros_like(b)
         r = b.copy()
@@ -203,70 +270,103 @@ def cg(
         x = x0.astype(dtype, copy=True)
         # r_0 = b - A x_0
         r = b - _apply(matvec, x, "matvec", n, dtype)
+    # z_0 = M^-1 r_0,  rho_1 = r_0^T z_0,  p_1 = z_0
+    p = r * dinv if dinv is not None else _apply(precond, r, "precond", n, dtype).copy()
+    parts = xp.zeros((4, kernels.CG_PARTS), dtype=xp.float64)
+    kernels.cg_dot(xp, r, r, parts, kernels.CG_RR)
+    kernels.cg_dot(xp, r, p, parts, kernels.CG_RZ)
+    rr, rho = parts[kernels.CG_RR].sum(), parts[kernels.CG_RZ].sum()
 
-    # Check point k = 0.
-    (r_norm,) = _to_host(xp, xp.linalg.norm(r))
-    if not math.isfinite(r_norm):
-        return CGResult(x, False, 0, math.inf, _NONFINITE)
-    if r_norm <= tol:
-        return CGResult(x, True, 0, r_norm, _CONVERGED)
-    if maxiter == 0:
-        return CGResult(x, False, 0, r_norm, _MAXITER)
-    saved = (x, 0, r_norm)
+    if check_start:
+        # Check point k = 0.
+        rr, rho = host_floats(xp, rr, rho)
+        r_norm = math.sqrt(rr) if math.isfinite(rr) else math.inf
+        if not math.isfinite(r_norm):
+            return CGResult(x, False, 0, math.inf, _NONFINITE)
+        if r_norm <= tol:
+            return CGResult(x, True, 0, r_norm, _CONVERGED)
+        if not (math.isfinite(rho) and rho > 0):
+            return CGResult(x, False, 0, r_norm, _NONFINITE if not math.isfinite(rho) else _PRECOND)
+        if maxiter == 0:
+            return CGResult(x, False, 0, r_norm, _MAXITER)
+        # The solver's state (kernels.cpu.CG_*): rho, active, reason, moved iterations, tol^2, ||r||^2.
+        state = xp.asarray([rho, 1.0, 0.0, 0.0, tol * tol, rr, 0.0, 0.0], dtype=xp.float64)
+    else:
+        state = _start_state(xp, rho, rr, tol)
+        if maxiter == 0:
+            return _result(xp, x, state.tolist(), _MAXITER)
+    saved = (x.copy(), 0, state[kernels.CG_RNORM2].copy())
 
-    p = xp.zeros_like(b)
-    rho = xp.ones((), dtype=dtype)
-    active = xp.ones((), dtype=bool)  # False once the iterate is frozen
-    reason = xp.zeros((), dtype=xp.int64)  # key of _REASONS, 0 while active
-    n_done = xp.zeros((), dtype=xp.int64)  # iterations that moved x
+    state_next = xp.empty_like(state)
+    z = p  # read only for a callable precond, whose z is made in the loop
     for k in range(1, maxiter + 1):
-        z = r if precond is None else _apply(precond, r, "precond", n, dtype)
-        with _quiet(xp):
-            # rho_k = r_{k-1}^T z_{k-1}, must be > 0 for an SPD preconditioner
-            rho_new = xp.dot(r, z)
-            finite = xp.isfinite(rho_new)
-            reason = xp.where(active & ~finite, 1, reason)
-            reason = xp.where(active & finite & (rho_new <= 0), 3, reason)
-            active = active & finite & (rho_new > 0)
-            # beta_k = rho_k / rho_{k-1};  p_k = z_{k-1} + beta_k p_{k-1}
-            beta = xp.where(active, rho_new / xp.where(active, rho, 1), 0)
-            p = xp.where(active, z + beta * p, p)
-            rho = xp.where(active, rho_new, rho)
         q = _apply(matvec, p, "matvec", n, dtype)
-        with _quiet(xp):
-            # p_k^T A p_k, must be > 0 for an SPD operator
-            pAp = xp.dot(p, q)
-            finite = xp.isfinite(pAp)
-            reason = xp.where(active & ~finite, 1, reason)
-            reason = xp.where(active & finite & (pAp <= 0), 2, reason)
-            active = active & finite & (pAp > 0)
-            # alpha_k = rho_k / (p_k^T A p_k), masked to 0 after a breakdown
-            alpha = xp.where(active, rho / xp.where(active, pAp, 1), 0)
-            # x_k = x_{k-1} + alpha_k p_k;  r_k = r_{k-1} - alpha_k A p_k
-            x = xp.where(active, x + alpha * p, x)
-            r = xp.where(active, r - alpha * q, r)
-            n_done = n_done + active
+        kernels.cg_dot(xp, p, q, parts, kernels.CG_PAP)
+        # x += alpha p;  r -= alpha q  (alpha = rho / p^T A p, or 0 once frozen)
+        kernels.cg_update_xr(xp, x, r, p, q, dinv, parts, state)
+        if dinv is None:
+            z = _apply(precond, r, "precond", n, dtype)
+            kernels.cg_dot(xp, r, z, parts, kernels.CG_RZ)
+        # p = z + beta p  (beta = r^T z / rho), and the next state
+        kernels.cg_update_p(xp, r, p, z, dinv, parts, state, state_next)
+        state, state_next = state_next, state
         if callback is not None:
             callback(x)
         if k % check_every != 0 and k != maxiter:
             continue
 
         # Check point: the only host synchronization of the loop.
-        r_norm, x_finite, n_iter, code = _to_host(
-            xp, xp.linalg.norm(r), xp.all(xp.isfinite(x)), n_done, reason
-        )
-        n_iter, code = int(n_iter), int(code)
-        if not (x_finite and math.isfinite(r_norm)):
+        values = state.tolist()
+        code = int(values[kernels.CG_REASON])
+        if code == kernels.CG_OVERFLOW:
             # Overflow in a vector update: return the previous check point.
-            x_prev, n_prev, r_norm_prev = saved
-            return CGResult(x_prev, False, n_prev, r_norm_prev, _NONFINITE)
-        if r_norm <= tol:
-            return CGResult(x, True, n_iter, r_norm, _CONVERGED)
+            x_prev, n_prev, rnorm2_prev = saved
+            return CGResult(x_prev, False, n_prev, _norm(float(rnorm2_prev)), _NONFINITE)
         if code:
-            return CGResult(x, False, n_iter, r_norm, _REASONS[code])
-        saved = (x, n_iter, r_norm)
-    x, n_iter, r_norm = saved
-    return CGResult(x, False, n_iter, r_norm, _MAXITER)
+            return _result(xp, x, values, _REASONS[code])
+        if k != maxiter:
+            saved = (x.copy(), int(values[kernels.CG_N_DONE]), values[kernels.CG_RNORM2])
+    return _result(xp, x, values, _MAXITER)
+
+
+def _start_state(xp, rho, rr, tol2):
+    """The state at ``x_0`` formed on the device (no synchronization): frozen at once if it already stops."""
+    f64 = xp.float64
+    finite = xp.isfinite(rr) & xp.isfinite(rho)
+    # reason: non-finite r_0 or rho, converged, r^T M^-1 r <= 0, or none (active)
+    reason = xp.where(~xp.isfinite(rr), kernels.CG_NONFINITE,
+                      xp.where(rr <= tol2, kernels.CG_CONVERGED,
+                               xp.where(~finite, kernels.CG_NONFINITE,
+                                        xp.where(rho <= 0, kernels.CG_PRECOND, 0))))
+    zero = xp.zeros((), dtype=f64)
+    return xp.stack([rho.astype(f64), (reason == 0).astype(f64), reason.astype(f64), zero,
+                     xp.asarray(tol2, dtype=f64), rr.astype(f64), zero, zero])
+
+
+def _norm(rnorm2):
+    return math.sqrt(rnorm2) if math.isfinite(rnorm2) else math.inf
+
+
+def _result(xp, x, values, status):
+    """The CGResult at a check point from the state's ``values`` (a list)."""
+    converged = status == _CONVERGED
+    n_iter = int(values[kernels.CG_N_DONE])
+    return CGResult(x, converged, n_iter, _norm(values[kernels.CG_RNORM2]), status)
+
+
+def _diagonal_precond(xp, precond, b):
+    """The diagonal of ``M^-1``: ones for no ``precond``, the array itself, or None for a callable."""
+    if precond is None:
+        return xp.ones_like(b)
+    if callable(precond):
+        return None
+    if not hasattr(precond, "shape"):
+        raise TypeError(f"`precond` must be callable or an array; got {type(precond).__name__}.")
+    get_namespace(b, precond, names=("b", "precond"))  # one backend
+    if tuple(precond.shape) != tuple(b.shape):
+        raise ValueError(f"`precond`, as an array, must have the shape of `b`, {tuple(b.shape)}; "
+                         f"got {tuple(precond.shape)}.")
+    return precond.astype(b.dtype, copy=False)
 
 
 def _check_tol(name, value):
@@ -290,22 +390,3 @@ def _apply(fn, v, name, n, dtype):
     if shape is None or tuple(shape) != (n,):
         raise ValueError(f"`{name}` must return an array of shape ({n},); got shape {shape}.")
     return out.astype(dtype, copy=False)
-
-
-def _to_host(xp, *values):
-    """Python floats of 0-d ``values`` in one device-to-host copy."""
-    packed = xp.stack([xp.asarray(v, dtype=xp.float64) for v in values])
-    return packed.tolist()
-
-
-def _quiet(xp):
-    """Silence NumPy's floating-point warnings for the masked arithmetic.
-
-    Values that the masks discard may overflow or be NaN; the masks, not the
-    warnings, handle them. Used around our own arithmetic only, never around
-    the user's callables. CuPy does not warn, so it gets a null context.
-    """
-    errstate = getattr(xp, "errstate", None)
-    if errstate is not None:
-        return errstate(all="ignore")
-    return contextlib.nullcontext()

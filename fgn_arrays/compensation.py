@@ -37,7 +37,7 @@ the diagonal ``Lam``. For ``C = 2`` every ``q_ik`` is 0 or 1, so ``B`` is
 from __future__ import annotations
 
 from .curvature import fgn_quadratic
-from .step import StepResult, _row_space_cg
+from .step import StepResult, _predicted_decrease, _row_space_cg
 
 
 def output_covariance(lin):
@@ -128,13 +128,13 @@ class KroneckerDamping:
         return out
 
     def quadratic(self, v):
-        """``v^T (Lam_B - lambda I) v = v^T (B + l2 M) v`` (a float): the model's share of ``Lam_B``."""
+        """``v^T (Lam_B - lambda I) v = v^T (B + l2 M) v`` (0-d): the model's share of ``Lam_B``."""
         xp, dt = self.lin.xp, self.lin.dtype.type
         hidden, _, _ = self._split(v)
         Y = self._rotate(v)
         total = xp.sum((self.beta[:, None] * self.e[None, :] + dt(self.l2)) * Y * Y)
         total += xp.sum(self.hidden_l2 * hidden * hidden)
-        return float(total)
+        return total
 
     def row_space_diag(self, s):
         """Diagonal of ``I + A Lam_B^-1 A^T``, ``A = diag(s) J``, shape (N,): CG's Jacobi preconditioner.
@@ -180,6 +180,5 @@ def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None,
     s = lin.xp.sqrt(lin.curvature_weights / lin.dtype.type(lin.n_samples))
     alpha, delta, res = _row_space_cg(lin, g, s, lam.solve, lam.row_space_diag(s), rtol, maxiter, x0)
     # the model's curvature: G_FGN + l2 M + B
-    quad = float(fgn_quadratic(lin, delta)) + lam.quadratic(delta)
-    pred = -(float(lin.xp.dot(g, delta)) + 0.5 * quad)
+    pred = _predicted_decrease(lin, g, delta, fgn_quadratic(lin, delta) + lam.quadratic(delta))
     return StepResult(delta, pred, res.n_iter, res.converged, "cg-kronecker", alpha, res.status)

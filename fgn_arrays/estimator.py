@@ -36,7 +36,7 @@ import warnings
 import numpy
 import scipy.special
 
-from ._backend import gpu_available, is_cupy_array, to_device, to_numpy
+from ._backend import gpu_available, is_device_array, to_device, to_numpy
 from ._validation import check_dtype, check_positive_int
 from .heads import LinearHead, TwoLayerHead
 from .optim import minimize
@@ -157,7 +157,7 @@ def head_logits(head, theta, X):
     float32's, of the other rows it is batched with (BLAS changes its
     summation order with the batch size).
     """
-    device = "gpu" if is_cupy_array(theta) else "cpu"
+    device = "gpu" if is_device_array(theta) else "cpu"
     return to_numpy(head.logits(theta.astype("float64"), to_device(X, device)))
 
 
@@ -438,7 +438,7 @@ class FGNClassifier(*_BASES):
 
 def _host(a):
     """CuPy arrays to NumPy (scikit-learn's validation works on the host); anything else unchanged."""
-    return to_numpy(a) if is_cupy_array(a) else a
+    return to_numpy(a) if is_device_array(a) else a
 
 
 def _seed(random_state):

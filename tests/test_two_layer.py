@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import reference as ref
-from conftest import HAS_GPU, to_host
+from conftest import to_host
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba.core import config
@@ -22,6 +22,7 @@ import fgn_arrays as fa
 from fgn_arrays import kernels
 from fgn_arrays import step as step_module
 from fgn_arrays.kernels import cpu
+from fgn_arrays.testing import DeviceArray
 
 ACTIVATIONS = ["tanh", "relu", "gelu"]
 CODES = {"tanh": cpu.TANH, "relu": cpu.RELU, "gelu": cpu.GELU}
@@ -622,21 +623,17 @@ def test_init_params_bad_device():
 
 
 # --------------------------------------------------------------------------
-# GPU (CuPy in, CuPy out); skipped without CuPy and a CUDA device
+# GPU (device in, device out): on the CuPy stand-in, and on CuPy where a GPU is present
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cupy_parity(activation, dtype):
-    import cupy
-
+def test_cupy_parity(gpu_xp, activation, dtype):
     c = Case(40, 6, 8, 9, activation=activation, seed=53, dtype=dtype)
-    lin = c.head.linearize(cupy.asarray(c.theta), cupy.asarray(c.X), cupy.asarray(c.y))
+    lin = c.head.linearize(gpu_xp.asarray(c.theta), gpu_xp.asarray(c.X), gpu_xp.asarray(c.y))
     rtol = RTOL64 if dtype == np.float64 else RTOL32
-    v, a, A = cupy.asarray(c.v), cupy.asarray(c.a), cupy.asarray(c.A)
+    v, a, A = gpu_xp.asarray(c.v), gpu_xp.asarray(c.a), gpu_xp.asarray(c.A)
     pairs = {
         "logits": (lin.logits, c.lin.logits),
         "grad": (lin.grad, c.lin.grad),
@@ -649,30 +646,33 @@ def test_cupy_parity(activation, dtype):
         "ggn_matvec": (fa.ggn_matvec(lin, v), fa.ggn_matvec(c.lin, c.v)),
     }
     for name, (gpu, cpu_value) in pairs.items():
-        assert isinstance(gpu, cupy.ndarray) and gpu.dtype == dtype, name
-        ref.assert_close(gpu, cpu_value, rtol=rtol, err_msg=name)
+        assert isinstance(gpu, gpu_xp.ndarray) and gpu.dtype == dtype, name
+        ref.assert_close(to_host(gpu), cpu_value, rtol=rtol, err_msg=name)
     if dtype == np.float64:
         for solver in ("cg", "cholesky"):
             gpu = fa.fgn_step(lin, 0.1, l2=0.01, solver=solver, rtol=1e-12)
             cpu_step = fa.fgn_step(c.lin, 0.1, l2=0.01, solver=solver, rtol=1e-12)
             np.testing.assert_allclose(to_host(gpu.direction), cpu_step.direction, rtol=1e-9, atol=1e-12)
     theta = c.head.init_params(seed=3, dtype=dtype, device="gpu")
-    assert isinstance(theta, cupy.ndarray)
+    assert isinstance(theta, gpu_xp.ndarray)
     np.testing.assert_array_equal(to_host(theta), c.head.init_params(seed=3, dtype=dtype, device="cpu"))
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_cupy_activation_kernel_matches_cpu(activation):
-    import cupy
-
+def test_cupy_activation_kernel_matches_cpu(gpu_xp, activation):
+    # The stand-in runs the Numba CUDA kernel under the simulator only for
+    # arrays of at most `simulate_max_entries` entries (its CPU twin above):
+    # there, a shape that fits, so that the device kernel is what is compared.
+    standin = gpu_xp.ndarray is DeviceArray
+    shape = (4, 16) if standin else (300, 70)
     rng = np.random.default_rng(0)
-    H = 3 * rng.standard_normal((300, 70))
+    H = 3 * rng.standard_normal(shape)
     H[0, :5] = [0.0, -0.0, 1e-8, -30.0, 30.0]
-    shift = rng.standard_normal(70)
+    shift = rng.standard_normal(shape[1])
     shift[:5] = 0.0
-    a, d = kernels.activation_rows(cupy, cupy.asarray(H), cupy.asarray(shift), CODES[activation])
+    if standin and config.ENABLE_CUDASIM:
+        assert H.size <= gpu_xp.kernels.simulate_max_entries
+    a, d = kernels.activation_rows(gpu_xp, gpu_xp.asarray(H), gpu_xp.asarray(shift), CODES[activation])
     a_cpu, d_cpu = kernels.activation_rows(np, H, shift, CODES[activation])
     # device libm (libdevice) vs host libm: a few ulps of float64
     np.testing.assert_allclose(to_host(a), a_cpu, rtol=1e-14, atol=1e-300)

@@ -236,7 +236,12 @@ class Linearization:
     @functools.cached_property
     def loss(self) -> float:
         """Mean softmax cross-entropy (a Python float)."""
-        return float(self.xp.mean(self.stats.loss, dtype=self.xp.float64))
+        return float(self._mean_loss)
+
+    @functools.cached_property
+    def _mean_loss(self):
+        """Mean softmax cross-entropy as a 0-d float64 array, left on the device."""
+        return self.xp.mean(self.stats.loss, dtype=self.xp.float64)
 
     @functools.cached_property
     def grad(self):

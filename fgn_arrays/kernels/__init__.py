@@ -2,16 +2,20 @@
 
 Each function takes the namespace ``xp`` and arrays of that namespace,
 allocates its outputs in the input dtype and returns them. The CPU kernels
-are imported eagerly (Numba is a dependency); the CUDA module is imported
-only when a CuPy array arrives.
+are imported eagerly (Numba is a dependency). On the GPU a kernel is
+``_gpu().<name>``, the GPU backend's twin of ``cpu.<name>`` with the same
+positional arguments (:mod:`.cuda`'s Numba CUDA launchers for CuPy, imported
+only when a CuPy array arrives; the stand-in's for :mod:`fgn_arrays.testing`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy
 
-from .._backend import to_numpy
+from .._backend import gpu_backend
 from . import cpu
 
 
@@ -43,10 +47,9 @@ def _on_cpu(xp) -> bool:
     return xp is numpy
 
 
-def _cuda():
-    from . import cuda
-
-    return cuda
+def _gpu():
+    """The GPU backend's kernels (``kernels.cuda`` for CuPy)."""
+    return gpu_backend().kernels
 
 
 _MODES = {None: cpu.NO_COMPETITORS, "probs": cpu.COMPETITOR_PROBS, "direction": cpu.MARGIN_DIRECTION}
@@ -68,19 +71,33 @@ def margin_rows(xp, Z, y, *, competitors=None):
     if _on_cpu(xp):
         _run_cpu(cpu.margin_rows, Z.size, Z, y, *outs, Q, mode, transcendental=True)
     else:
-        _cuda().margin_rows(Z, y, *outs, Q, mode)
+        _gpu().margin_rows(Z, y, *outs, Q, mode)
     return outs, (Q if competitors else None)
 
 
 def row_dot(xp, A, B, shift=None):
     """``(N,)`` row-wise inner products ``sum_k A_ik (B_ik + shift_k)`` (``shift`` defaults to 0)."""
     if shift is None:
-        shift = xp.zeros(A.shape[1], dtype=A.dtype)
+        shift = xp.zeros(A.shape[1], dtype=A.dtype) if _on_cpu(xp) else _device_zeros(xp, A)
     if _on_cpu(xp):
         out = xp.empty(A.shape[0], dtype=numpy.result_type(A.dtype, B.dtype))
         _run_cpu(cpu.row_dot, A.size, A, B, shift, out)
         return out
-    return (A * (B + shift)).sum(axis=1)
+    out = xp.empty(A.shape[0], dtype=numpy.result_type(A.dtype, B.dtype))
+    _gpu().row_dot(A, B, shift, out)
+    return out
+
+
+def _device_zeros(xp, A):
+    """``A.shape[1]`` zeros in ``A.dtype`` on ``A``'s device, allocated once per (device, dtype, length)."""
+    device = getattr(getattr(A, "device", None), "id", None)  # CuPy's device id; None for the stand-in
+    return _cached_zeros(xp, device, numpy.dtype(A.dtype), A.shape[1])
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_zeros(xp, device, dtype, n):
+    # Read-only by contract: only row_dot's kernels see it, as their `shift`.
+    return xp.zeros(n, dtype=dtype)
 
 
 def scale_rows(xp, A, a, out=None):
@@ -103,12 +120,8 @@ def softmax_cov_rows(xp, P, V):
         out = xp.empty_like(V)
         _run_cpu(cpu.softmax_cov_rows, P.size, P, V, out)
         return out
-    rows = xp.arange(P.shape[0])
-    top = xp.argmax(P, axis=1)
-    v_top = V[rows, top]
-    d = (P * (v_top[:, None] - V)).sum(axis=1)
-    out = P * (V - (v_top - d)[:, None])
-    out[rows, top] = P[rows, top] * d
+    out = xp.empty_like(V)
+    _gpu().softmax_cov_rows(P, V, out)
     return out
 
 
@@ -116,30 +129,18 @@ def subspace_sums(xp, U, r, y, A, B):
     """Slope and GGN of the summed cross-entropy along the logit directions ``A`` and ``B``.
 
     ``U`` is ``e_y - q`` and ``r`` the residual ``-(1 - p)`` at the point;
-    ``A``, ``B`` are ``(N, C)``. Returns a NumPy float64 ``(5,)``:
+    ``A``, ``B`` are ``(N, C)``. Returns a float64 ``(5,)`` array of ``xp``
+    (left on the device: the caller moves it to the host with its other scalars):
     ``[sum_i g_i . A_i, sum_i g_i . B_i, sum_i A_i^T H_i A_i, sum_i A_i^T H_i B_i, sum_i B_i^T H_i B_i]``
     with ``g_i = softmax(Z_i) - e_{y_i}`` and ``H_i = diag(softmax) - softmax softmax^T``
     (see ``kernels.cpu.subspace_rows``).
     """
+    out = xp.empty((U.shape[0], 5), dtype=xp.float64)
     if _on_cpu(xp):
-        out = numpy.empty((U.shape[0], 5), dtype=numpy.float64)
         _run_cpu(cpu.subspace_rows, U.size, U, r, y, A, B, out)
-        return out.sum(axis=0)
-    return _subspace_sums_array(xp, U, r, y, A, B)
-
-
-def _subspace_sums_array(xp, U, r, y, A, B):
-    """:func:`subspace_sums` in array operations (the GPU path), the same formulas as the CPU kernel."""
-    rows = xp.arange(U.shape[0])
-    w = -r.astype(xp.float64)
-    Q = -U.astype(xp.float64)
-    a = A - A[rows, y][:, None]
-    b = B - B[rows, y][:, None]
-    sa, sb = (Q * a).sum(axis=1), (Q * b).sum(axis=1)
-    sums = [w * sa, w * sb, w * ((Q * a * a).sum(axis=1) - w * sa * sa)]
-    sums += [w * ((Q * a * b).sum(axis=1) - w * sa * sb), w * ((Q * b * b).sum(axis=1) - w * sb * sb)]
-    # one transfer to the host, not one per sum
-    return to_numpy(xp.stack(sums).sum(axis=1)).astype(numpy.float64)
+    else:
+        _gpu().subspace_rows(U, r, y, A, B, out)
+    return out.sum(axis=0)
 
 
 ACTIVATIONS = {"tanh": cpu.TANH, "relu": cpu.RELU, "gelu": cpu.GELU}
@@ -158,5 +159,41 @@ def activation_rows(xp, H, shift, code, out=None):
     if _on_cpu(xp):
         _run_cpu(cpu.activation_rows, H.size, H, shift, code, a, dphi, transcendental=True)
     else:
-        _cuda().activation_rows(H, shift, code, a, dphi)
+        _gpu().activation_rows(H, shift, code, a, dphi)
     return a, dphi
+
+
+# ---- Conjugate gradient updates (fgn_arrays.cg) -------------------------------
+
+CG_PAP, CG_RR, CG_RZ, CG_XBAD = cpu.CG_PAP, cpu.CG_RR, cpu.CG_RZ, cpu.CG_XBAD
+CG_PARTS, CG_STATE_SIZE = cpu.CG_PARTS, cpu.CG_STATE_SIZE
+CG_RHO, CG_ACTIVE, CG_REASON, CG_N_DONE, CG_TOL2, CG_RNORM2 = (
+    cpu.CG_RHO, cpu.CG_ACTIVE, cpu.CG_REASON, cpu.CG_N_DONE, cpu.CG_TOL2, cpu.CG_RNORM2)
+CG_NONFINITE, CG_CURVATURE, CG_PRECOND, CG_CONVERGED, CG_OVERFLOW = (
+    cpu.CG_NONFINITE, cpu.CG_CURVATURE, cpu.CG_PRECOND, cpu.CG_CONVERGED, cpu.CG_OVERFLOW)
+
+
+def _launch(xp, name, *args):
+    """``cpu.<name>(*args)`` on the CPU, the GPU backend's ``<name>`` on the GPU."""
+    (getattr(cpu, name) if _on_cpu(xp) else getattr(_gpu(), name))(*args)
+
+
+def cg_dot(xp, a, b, parts, row):
+    """``parts[row] <- a . b`` as partial sums in float64 (see ``kernels.cpu``)."""
+    _launch(xp, "cg_dot", a, b, parts, row)
+
+
+def cg_update_xr(xp, x, r, p, q, dinv, parts, state):
+    """``x += alpha p``, ``r -= alpha q`` in place; partial sums of ``r . r``, ``r . z`` and ``x - x``.
+
+    ``dinv`` is the diagonal of ``M^-1``, or None when ``z`` comes from a
+    callable preconditioner (then :func:`cg_dot` forms ``r . z``).
+    """
+    diagonal = int(dinv is not None)
+    _launch(xp, "cg_update_xr", x, r, p, q, dinv if diagonal else state, diagonal, parts, state)
+
+
+def cg_update_p(xp, r, p, z, dinv, parts, state, state_out):
+    """``p = z + beta p`` in place (``z = dinv ⊙ r`` when ``dinv`` is given); the next CG state into ``state_out``."""
+    diagonal = int(dinv is not None)
+    _launch(xp, "cg_update_p", r, p, z, dinv if diagonal else state, diagonal, parts, state, state_out)

@@ -160,6 +160,16 @@ def _fold_logsumexp(Z, i, lo, hi, top, s):
     return top, s
 
 
+@njit(cache=True, inline="always")
+def margin_values(z_label, lse_rest):
+    """``(m, loss, p)`` of a row from its label's logit and ``lse_rest``; also compiled for CUDA."""
+    # m_i = Z_{i,y} - logsumexp_{k != y} Z_ik
+    m = z_label - lse_rest
+    # loss_i = softplus(-m_i);  p_i = sigmoid(m_i) = exp(-softplus(-m_i))
+    sp = _softplus(-m)
+    return m, sp, math.exp(-sp)
+
+
 @njit(parallel=True, cache=True)
 def margin_rows(Z, y, margin, loss, prob_true, lse_rest, Q, mode):
     """True-vs-rest margin statistics, and optionally q or u, one row per task.
@@ -175,18 +185,31 @@ def margin_rows(Z, y, margin, loss, prob_true, lse_rest, Q, mode):
         top, s = _fold_logsumexp(Z, i, 0, label, -np.inf, 0.0)
         top, s = _fold_logsumexp(Z, i, label + 1, n_classes, top, s)
         lse = top + math.log(s)
-        # m_i = Z_{i,y} - logsumexp_{k != y} Z_ik
-        m = np.float64(Z[i, label]) - lse
         lse_rest[i] = lse
-        margin[i] = m
-        # loss_i = softplus(-m_i);  p_i = sigmoid(m_i) = exp(-softplus(-m_i))
-        sp = _softplus(-m)
-        loss[i] = sp
-        prob_true[i] = math.exp(-sp)
+        margin[i], loss[i], prob_true[i] = margin_values(np.float64(Z[i, label]), lse)
         if mode != NO_COMPETITORS:
             # q_ik = exp(Z_ik - lse_rest_i), q_{i,y} = 0;  u_i = e_{y_i} - q_i.
             _write_competitors(Z, i, lse, Q, -1.0 if mode == MARGIN_DIRECTION else 1.0)
             Q[i, label] = 1.0 if mode == MARGIN_DIRECTION else 0.0
+
+
+# Per-row formulas shared with kernels.cuda (compiled there as device
+# functions). Each reads the columns k in range(first, stop, step) of row i:
+# the CPU kernels pass (0, C, 1), the whole row; a GPU lane passes
+# (lane, C, lanes), and the lanes' results are then summed (or, for a
+# maximum, merged). Inlined into the CPU kernels, under their fastmath flags.
+# `stop` is an argument, not read from the array's shape inside: in a prange
+# body a shape read there keeps LLVM from vectorising the row's other loops
+# (softmax_cov_rows ran 1.3-1.7x slower).
+
+
+@njit(cache=True, inline="always")
+def row_dot_partial(A, B, shift, i, first, stop, step):
+    """``sum_k A_ik (B_ik + shift_k)`` over ``k`` in ``range(first, stop, step)``, in float64."""
+    s = 0.0
+    for k in range(first, stop, step):
+        s += np.float64(A[i, k]) * (np.float64(B[i, k]) + np.float64(shift[k]))
+    return s
 
 
 @njit(parallel=True, cache=True, fastmath=_REDUCE_FLAGS)
@@ -194,10 +217,7 @@ def row_dot(A, B, shift, out):
     """out_i = sum_k A_ik (B_ik + shift_k)."""
     n_rows, n_cols = A.shape
     for i in prange(n_rows):
-        s = 0.0
-        for k in range(n_cols):
-            s += np.float64(A[i, k]) * (np.float64(B[i, k]) + np.float64(shift[k]))
-        out[i] = s
+        out[i] = row_dot_partial(A, B, shift, i, 0, n_cols, 1)
 
 
 @njit(parallel=True, cache=True)
@@ -207,6 +227,32 @@ def scale_rows(A, a, out):
     for i in prange(n_rows):
         for k in range(n_cols):
             out[i, k] = a[i] * A[i, k]
+
+
+@njit(cache=True, inline="always")
+def argmax_partial(P, i, first, stop, step):
+    """The first ``k`` of the largest ``P_ik`` over ``k`` in ``range(first, stop, step)`` (``first`` if empty)."""
+    top = first
+    for k in range(first + step, stop, step):
+        if P[i, k] > P[i, top]:
+            top = k
+    return top
+
+
+@njit(cache=True, inline="always")
+def softmax_cov_gap_partial(P, V, i, v_top, first, stop, step):
+    """``sum_k P_ik (v_top - V_ik)`` over ``k`` in ``range(first, stop, step)``, in float64."""
+    d = 0.0
+    for k in range(first, stop, step):
+        d += np.float64(P[i, k]) * (v_top - np.float64(V[i, k]))
+    return d
+
+
+@njit(cache=True, inline="always")
+def softmax_cov_write(P, V, out, i, pv, first, stop, step):
+    """``out_ik = P_ik (V_ik - pv)`` over ``k`` in ``range(first, stop, step)`` (the caller then sets ``out_{i,k*}``)."""
+    for k in range(first, stop, step):
+        out[i, k] = np.float64(P[i, k]) * (np.float64(V[i, k]) - pv)
 
 
 @njit(parallel=True, cache=True, fastmath=_REDUCE_FLAGS)
@@ -219,18 +265,43 @@ def softmax_cov_rows(P, V, out):
     """
     n_rows, n_cols = P.shape
     for i in prange(n_rows):
-        top = 0
-        for k in range(1, n_cols):
-            if P[i, k] > P[i, top]:
-                top = k
+        top = argmax_partial(P, i, 0, n_cols, 1)
         v_top = np.float64(V[i, top])
-        d = 0.0
-        for k in range(n_cols):
-            d += np.float64(P[i, k]) * (v_top - np.float64(V[i, k]))
-        pv = v_top - d
-        for k in range(n_cols):
-            out[i, k] = np.float64(P[i, k]) * (np.float64(V[i, k]) - pv)
+        d = softmax_cov_gap_partial(P, V, i, v_top, 0, n_cols, 1)
+        # p . v = v_k* - d;  out_k* = p_k* d
+        softmax_cov_write(P, V, out, i, v_top - d, 0, n_cols, 1)
         out[i, top] = np.float64(P[i, top]) * d
+
+
+# Entries of a row of `subspace_rows`' output.
+SUBSPACE_SUMS = 5
+
+
+@njit(cache=True, inline="always")
+def subspace_partial(U, A, B, i, label, first, stop, step):
+    """``(s_a, s_b, s_aa, s_ab, s_bb)`` of :func:`subspace_rows` over ``k`` in ``range(first, stop, step)``."""
+    a_y = np.float64(A[i, label])
+    b_y = np.float64(B[i, label])
+    sa = sb = saa = sab = sbb = 0.0
+    for k in range(first, stop, step):
+        # q_k = -U_ik, a_k = A_ik - A_{i,y}, b_k = B_ik - B_{i,y}
+        q = -np.float64(U[i, k])
+        a = np.float64(A[i, k]) - a_y
+        b = np.float64(B[i, k]) - b_y
+        sa += q * a
+        sb += q * b
+        saa += q * a * a
+        sab += q * a * b
+        sbb += q * b * b
+    return sa, sb, saa, sab, sbb
+
+
+@njit(cache=True, inline="always")
+def subspace_finish(w, sums):
+    """A row of :func:`subspace_rows` from ``w = 1 - p_i`` and its :func:`subspace_partial` sums."""
+    sa, sb, saa, sab, sbb = sums
+    # [w s_a, w s_b, w (s_aa - w s_a^2), w (s_ab - w s_a s_b), w (s_bb - w s_b^2)]
+    return w * sa, w * sb, w * (saa - w * sa * sa), w * (sab - w * sa * sb), w * (sbb - w * sb * sb)
 
 
 @njit(parallel=True, cache=True, fastmath=_REDUCE_FLAGS)
@@ -251,25 +322,11 @@ def subspace_rows(U, r, y, A, B, out):
     """
     n_rows, n_cols = U.shape
     for i in prange(n_rows):
-        label = y[i]
-        a_y = np.float64(A[i, label])
-        b_y = np.float64(B[i, label])
-        sa = sb = saa = sab = sbb = 0.0
-        for k in range(n_cols):
-            q = -np.float64(U[i, k])
-            a = np.float64(A[i, k]) - a_y
-            b = np.float64(B[i, k]) - b_y
-            sa += q * a
-            sb += q * b
-            saa += q * a * a
-            sab += q * a * b
-            sbb += q * b * b
-        w = -np.float64(r[i])
-        out[i, 0] = w * sa
-        out[i, 1] = w * sb
-        out[i, 2] = w * (saa - w * sa * sa)
-        out[i, 3] = w * (sab - w * sa * sb)
-        out[i, 4] = w * (sbb - w * sb * sb)
+        sums = subspace_partial(U, A, B, i, y[i], 0, n_cols, 1)
+        row = subspace_finish(-np.float64(r[i]), sums)
+        for j in range(SUBSPACE_SUMS):
+            out[i, j] = row[j]
+
 
 
 # ---- Hidden-layer activations (TwoLayerHead) ---------------------------------
@@ -318,3 +375,149 @@ def activation_rows(H, shift, code, a, dphi):
             f, d = activation_value(np.float64(H[i, j]) + np.float64(shift[j]), code)
             a[i, j] = f
             dphi[i, j] = d
+
+
+# ---- Conjugate gradient updates (fgn_arrays.cg) ------------------------------
+#
+# One CG iteration after its matvec q = A p is three fused passes over the
+# (n,) vectors, on the CPU and on the GPU alike:
+#   cg_dot        parts[PAP] <- p . q
+#   cg_update_xr  alpha = rho / (p . q);  x += alpha p;  r -= alpha q;
+#                 parts[RR] <- r . r,  parts[RZ] <- r . z (z = dinv ⊙ r),  parts[XBAD] <- x - x
+#   cg_update_p   beta = (r . z) / rho;  p = z + beta p;  the next state
+# The scalars live in a float64 `state` vector (never on the host between
+# check points) and each dot product in a row of `parts` (4, CG_PARTS): one
+# partial sum per GPU block (the CPU kernels write the whole sum into column 0
+# and zeros elsewhere). Every kernel that needs a dot product sums its row of
+# `parts` in the same order, so all GPU blocks agree on the scalars. A
+# kernel reads `state` and `cg_update_p` writes the next one into another
+# vector (`state_out`): GPU blocks that are still reading are never raced.
+
+# Rows of `parts`.
+CG_PAP, CG_RR, CG_RZ, CG_XBAD = 0, 1, 2, 3
+# Partial sums per row (the GPU's block count for the CG kernels).
+CG_PARTS = 128
+# Entries of `state`: rho = r.z, whether x still moves, why it stopped (a
+# CG_STOP code), iterations that moved x, the squared tolerance on ||r||, and
+# ||r||^2 at the last iterate that moved.
+CG_RHO, CG_ACTIVE, CG_REASON, CG_N_DONE, CG_TOL2, CG_RNORM2 = 0, 1, 2, 3, 4, 5
+CG_STATE_SIZE = 8
+# Why the iterate froze: breakdowns (a non-finite value, p^T A p <= 0,
+# r^T M^-1 r <= 0), convergence (||r||^2 <= tol^2), overflow in an update.
+CG_NONFINITE, CG_CURVATURE, CG_PRECOND, CG_CONVERGED, CG_OVERFLOW = 1, 2, 3, 4, 5
+
+
+@njit(cache=True, inline="always")
+def cg_alpha(state, pap):
+    """``alpha = rho / (p^T A p)``, or 0 once the iterate is frozen or ``p^T A p`` is not finite and > 0."""
+    if state[CG_ACTIVE] != 0.0 and math.isfinite(pap) and pap > 0.0:
+        return state[CG_RHO] / pap
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def cg_next(state, pap, rr, rz, xbad):
+    """The state after an iteration, and ``beta`` (0 when the iterate froze).
+
+    Returns ``(beta, rho, active, reason, n_done, rnorm2)``. The iteration
+    moved x when it was active and ``p^T A p`` was finite and > 0. Then x
+    freezes when an update overflowed (``||r||^2`` or ``x - x`` not finite),
+    when ``||r||^2 <= tol^2`` (converged), or when ``rho' = r^T z`` is not
+    finite and > 0 (breakdown); otherwise ``beta = rho' / rho``.
+    """
+    rho, active, reason = state[CG_RHO], state[CG_ACTIVE], state[CG_REASON]
+    n_done, rnorm2 = state[CG_N_DONE], state[CG_RNORM2]
+    beta = 0.0
+    if active != 0.0:
+        active = 0.0
+        if not math.isfinite(pap):
+            reason = CG_NONFINITE
+        elif pap <= 0.0:
+            reason = CG_CURVATURE
+        else:
+            n_done += 1.0
+            if not (math.isfinite(rr) and xbad == 0.0):
+                reason = CG_OVERFLOW
+            else:
+                rnorm2 = rr
+                if rr <= state[CG_TOL2]:
+                    reason = CG_CONVERGED
+                elif not math.isfinite(rz):
+                    reason = CG_NONFINITE
+                elif rz <= 0.0:
+                    reason = CG_PRECOND
+                else:
+                    beta, rho, active = rz / rho, rz, 1.0
+    return beta, rho, active, reason, n_done, rnorm2
+
+
+@njit(cache=True, inline="always")
+def cg_write_state(state_out, state, beta_rho_active_reason_n_rnorm2):
+    """``state_out`` = ``state`` with the entries :func:`cg_next` returned."""
+    for j in range(CG_STATE_SIZE):
+        state_out[j] = state[j]
+    _, rho, active, reason, n_done, rnorm2 = beta_rho_active_reason_n_rnorm2
+    state_out[CG_RHO] = rho
+    state_out[CG_ACTIVE] = active
+    state_out[CG_REASON] = reason
+    state_out[CG_N_DONE] = n_done
+    state_out[CG_RNORM2] = rnorm2
+
+
+@njit(cache=True)
+def _row_sum(parts, row):
+    s = 0.0
+    for j in range(parts.shape[1]):
+        s += parts[row, j]
+    return s
+
+
+@njit(cache=True)
+def cg_dot(a, b, parts, row):
+    """``parts[row] <- a . b`` (float64; the sum in column 0)."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += np.float64(a[i]) * np.float64(b[i])
+    parts[row, :] = 0.0
+    parts[row, 0] = s
+
+
+@njit(cache=True)
+def cg_update_xr(x, r, p, q, dinv, diagonal, parts, state):
+    """``x += alpha p``, ``r -= alpha q``; the partial sums of ``r . r``, ``r . z``, ``x - x``.
+
+    With ``diagonal`` (1), ``dinv`` is the diagonal of ``M^-1`` and
+    ``z = dinv ⊙ r``; with 0, ``z`` comes from a callable, ``dinv`` is not
+    read and ``parts[CG_RZ]`` is left to :func:`cg_dot`.
+    """
+    alpha = cg_alpha(state, _row_sum(parts, CG_PAP))
+    rr = rz = xbad = 0.0
+    for i in range(x.shape[0]):
+        if alpha != 0.0:
+            x[i] = x[i] + alpha * p[i]
+            r[i] = r[i] - alpha * q[i]
+        ri = np.float64(r[i])
+        rr += ri * ri
+        if diagonal:
+            rz += ri * ri * np.float64(dinv[i])
+        xbad += np.float64(x[i]) - np.float64(x[i])
+    parts[CG_RR, :] = 0.0
+    parts[CG_RR, 0] = rr
+    parts[CG_XBAD, :] = 0.0
+    parts[CG_XBAD, 0] = xbad
+    if diagonal:
+        parts[CG_RZ, :] = 0.0
+        parts[CG_RZ, 0] = rz
+
+
+@njit(cache=True)
+def cg_update_p(r, p, z, dinv, diagonal, parts, state, state_out):
+    """``p = z + beta p`` while the iterate moves (``z = dinv ⊙ r`` with ``diagonal``, else ``z``); the next state."""
+    nxt = cg_next(state, _row_sum(parts, CG_PAP), _row_sum(parts, CG_RR), _row_sum(parts, CG_RZ),
+                  _row_sum(parts, CG_XBAD))
+    beta, active = nxt[0], nxt[2]
+    if active != 0.0:
+        for i in range(p.shape[0]):
+            zi = np.float64(r[i]) * np.float64(dinv[i]) if diagonal else np.float64(z[i])
+            p[i] = zi + beta * p[i]
+    cg_write_state(state_out, state, nxt)
