@@ -298,7 +298,10 @@ def _iterate(xp, matvec, b, x0, tol, maxiter, dinv, precond, check_every, callba
     saved = (x.copy(), 0, state[kernels.CG_RNORM2].copy())
 
     state_next = xp.empty_like(state)
-    z = p  # read only for a callable precond, whose z is made in the loop
+    # z is read only for a callable precond, which makes it in the loop. The
+    # placeholder is r, which cg_update_p does not write either: no argument
+    # it writes is passed twice (the CUDA simulator copies each argument).
+    z = r
     for k in range(1, maxiter + 1):
         q = _apply(matvec, p, "matvec", n, dtype)
         kernels.cg_dot(xp, p, q, parts, kernels.CG_PAP)

@@ -36,7 +36,7 @@ import warnings
 import numpy
 import scipy.special
 
-from ._backend import gpu_available, is_device_array, to_device, to_numpy
+from ._backend import gpu_available, is_device_array, namespace_for_device, to_device, to_numpy
 from ._validation import check_dtype, check_positive_int
 from .heads import LinearHead, TwoLayerHead
 from .optim import minimize
@@ -74,8 +74,8 @@ def resolve_device(device) -> str:
         raise ValueError(f"`device` must be one of {DEVICES}; got {device!r}.")
     if device == "auto":
         return "gpu" if gpu_available() else "cpu"
-    if device == "gpu" and not gpu_available():
-        raise RuntimeError("`device` is 'gpu' but CuPy or a CUDA GPU is not available.")
+    if device == "gpu":
+        namespace_for_device("gpu")  # without a GPU: RuntimeError naming the extra to install
     return device
 
 

@@ -20,8 +20,10 @@ The stand-in behaves like CuPy where the difference matters to a GPU branch:
   ``sx.xpx.errstate(linalg="raise")`` is active, then it raises
   ``numpy.linalg.LinAlgError``;
 - the Numba CUDA kernels (``fgn_arrays.kernels.cuda``) run under the CUDA
-  simulator when ``NUMBA_ENABLE_CUDASIM=1`` and every array argument has at
-  most ``simulate_max_entries`` entries; otherwise their CPU twins in
+  simulator when ``NUMBA_ENABLE_CUDASIM=1`` and the kernel's first array
+  argument (the data: ``Z``, ``H``, a CG vector) has at most
+  ``simulate_max_entries`` entries (0 by default: opt in, since each
+  simulated thread is a Python thread); otherwise their CPU twins in
   ``fgn_arrays.kernels.cpu`` run, with the same arguments.
 
 ``sx.counts`` counts, from its last ``reset()``:
@@ -405,10 +407,11 @@ class _Kernels:
 
         def launch(*args):
             raw = _unwrap(args)
-            sizes = [a.size for a in raw if isinstance(a, numpy.ndarray)]
-            if _simulating() and max(sizes, default=0) <= self.simulate_max_entries:
+            first = next(a for a in raw if isinstance(a, numpy.ndarray))
+            if _simulating() and first.size <= self.simulate_max_entries:
                 from .kernels import cuda
 
+                # its launch is sized for the simulator (kernels.cuda: MIN_BLOCKS, CG_BLOCKS)
                 getattr(cuda, name)(*raw)
             else:
                 twin(*raw)
@@ -424,15 +427,16 @@ def _simulating() -> bool:
 
 
 @contextlib.contextmanager
-def use_standin(*, simulate_max_entries=64):
+def use_standin(*, simulate_max_entries=0):
     """Register the CuPy stand-in as the GPU backend for the ``with`` block; yield its namespace.
 
     Parameters
     ----------
-    simulate_max_entries : int, default 64
-        Largest array argument of a Numba CUDA kernel run under the CUDA
-        simulator (when ``NUMBA_ENABLE_CUDASIM=1``); larger launches run the
-        kernel's CPU twin. ``0`` always runs the CPU twins.
+    simulate_max_entries : int, default 0
+        Largest first array argument of a Numba CUDA kernel run under the
+        CUDA simulator (when ``NUMBA_ENABLE_CUDASIM=1``); larger launches run
+        the kernel's CPU twin. ``0``, the default, always runs the CPU twins
+        (fast); the tests of the GPU launch code ask for a few dozen.
 
     Yields
     ------

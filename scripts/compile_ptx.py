@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -151,9 +152,11 @@ def main(argv=None):
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True)
         sys.stdout.write(child.stdout)
         status |= child.returncode
-        last = child.stdout.strip().splitlines()[-1:] or [""]
-        total += int(last[0].split(": ", 1)[-1].split(" compiled")[0]) if " compiled," in last[0] else 0
-    print(f"PTX: {total} kernel specialisations compiled for {', '.join(args.cc)} in {time.perf_counter() - start:.0f} s")
+        # the child's last line: "sm_80: 10 compiled, 0 failed"
+        counts = re.search(r": (\d+) compiled, \d+ failed\s*$", child.stdout)
+        total += int(counts.group(1)) if counts else 0
+    seconds = time.perf_counter() - start
+    print(f"PTX: {total} kernel specialisations compiled for {', '.join(args.cc)} in {seconds:.0f} s")
     if status:
         print("PTX: some kernels failed to compile or warned (see above).", file=sys.stderr)
     return 1 if status else 0

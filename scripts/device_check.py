@@ -29,8 +29,9 @@ Sections, in this order; each one that raises is recorded, and the next runs:
    at C=100: the count does not depend on C), ``fgn_step`` with
    ``solver="cg"`` and ``"cholesky"``, and ``margin_stats``. One CG iteration
    is ``(t(k2) - t(k1)) / (k2 - k1)`` with ``t(k)`` the time of
-   ``fgn_step(..., rtol=0, maxiter=k)``, ``k1 = 1`` and ``k2 = 8`` (see
-   :func:`iteration_pair`; that exactly ``k`` iterations ran is checked).
+   ``fgn_step(..., rtol=0, maxiter=k)``, ``k1 = 1`` and ``k2 = 8``, on a
+   system where CG cannot converge in ``k2`` iterations (weights of scale 3,
+   damping ``CG_DAMPING``; that exactly ``k`` iterations ran is checked).
    GEMMs in strict float32: the script sets ``CUPY_TF32=0``.
 5. The timing table, printed last.
 
@@ -78,6 +79,12 @@ STEP_TOLERANCE = {"float64": 1e-6, "float32": 1e-4}
 TARGET_RATIO, TARGET_RATIO_MIN_CLASSES = 1.15, 10_000
 TARGET_SMALL_MS, TARGET_SMALL_CLASSES = 0.10, 100
 
+# The per-iteration timing's system: weights of this scale (logits of standard
+# deviation ~3) and this damping keep CG with rtol=0 from converging (or its
+# residual from underflowing) within k2 iterations. At init_params weights the
+# row-space matrix is nearly I and float32 CG reaches r = 0 in 7-18 iterations.
+CG_WEIGHT_SCALE = 3.0
+CG_DAMPING = 1e-5
 # The stand-in counts launches at this many classes (the count does not depend on C).
 STANDIN_CLASSES = 100
 # Device memory needed by one timing row, in (N, C) float32 arrays: the logits
@@ -114,7 +121,7 @@ class Sizes:
 
 # k2 = 8 is CG's default check interval on the GPU: both timed runs end with
 # the same single host check point, so the difference holds iterations only.
-FULL = Sizes((4096, 1000, 256), (1024, 1024), (100, 1000, 10_000, 100_000), (1, 8), repeats=10, warmup=1)
+FULL = Sizes((4096, 1000, 256), (1024, 1024), (100, 1000, 10_000, 100_000), (1, 8), repeats=20, warmup=1)
 QUICK = Sizes((512, 100, 64), (256, 128), (100, 1000), (1, 8), repeats=3, warmup=1)
 
 
@@ -363,7 +370,10 @@ def pytest_summary(output):
 
 
 def run_gpu_tests(report, device, timeout):
-    """``pytest -m gpu`` in a subprocess (``FGN_REQUIRE_GPU=1`` on a GPU); record a failure."""
+    """``pytest -m gpu`` in a subprocess (``FGN_REQUIRE_GPU=1`` on a GPU); returns its summary line.
+
+    A non-zero exit status or a timeout is recorded as a failure.
+    """
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"]
     env = dict(os.environ)
     if device == "gpu":
@@ -378,15 +388,16 @@ def run_gpu_tests(report, device, timeout):
         say("\n".join(output.splitlines()[-40:]))
         report.add(f"GPU tests: timed out after {timeout} s")
         report.fail(f"GPU tests: timed out after {timeout} s")
-        return
+        return f"timed out after {timeout} s"
     summary = pytest_summary(done.stdout)
+    last = summary[-1] if summary else "no output"
     if done.returncode != 0:
         say("\n".join(done.stdout.splitlines()[-80:]))
     say("\n".join(summary))
-    report.add("GPU tests (`pytest -m gpu`): " + (summary[-1] if summary else "no output")
-               + "".join(f"\n- {line}" for line in summary[:-1]))
+    report.add(f"GPU tests (`pytest -m gpu`): {last}" + "".join(f"\n- {line}" for line in summary[:-1]))
     if done.returncode != 0:
-        report.fail(f"GPU tests: pytest exit status {done.returncode}: {summary[-1] if summary else ''}")
+        report.fail(f"GPU tests: pytest exit status {done.returncode}: {last}")
+    return last
 
 
 # ---- 3. parity --------------------------------------------------------------------
@@ -487,44 +498,21 @@ def timing_data(N, D, C, seed=0):
 
 
 def cg_steps(lin, k):
-    """``fgn_step`` with ``rtol = 0``: ``k`` row-space CG iterations, unless CG stops earlier."""
-    return fa.fgn_step(lin, DAMPING, l2=L2, solver="cg", rtol=0.0, maxiter=k)
+    """``fgn_step`` with ``rtol = 0``: exactly ``k`` row-space CG iterations on the timing system."""
+    return fa.fgn_step(lin, CG_DAMPING, l2=L2, solver="cg", rtol=0.0, maxiter=k)
 
 
-def iteration_pair(lin, iterations):
-    """The two ``maxiter`` to time: ``iterations``, or a lower ``k2`` where CG stops before it.
-
-    With ``rtol = 0`` CG stops only when its recursively updated residual is
-    exactly zero. On this data the row-space matrix is close to the identity
-    (``w_i`` about ``1/C`` at ``init_params``), so that residual shrinks by
-    orders of magnitude per iteration and underflows in float32 after about
-    18, 11 and 9 iterations at C = 100, 1000 and 10000 (N = D = 1024).
-    ``k2`` is then kept one below the iteration at which CG stopped.
-
-    Returns
-    -------
-    tuple of int
-        ``(k1, k2)``.
-
-    Raises
-    ------
-    RuntimeError
-        If CG stops too early to leave an iteration between ``k1`` and ``k2``.
-    """
-    k1, k2 = iterations
-    n_iter = cg_steps(lin, k2).n_iter
-    if n_iter < k2:
-        k2 = n_iter - 1
-    if k2 <= k1:
-        raise RuntimeError(f"CG with rtol=0 stopped after {n_iter} iterations: too few to time one.")
-    return k1, k2
+def timing_theta(head, xp, seed=0):
+    """Weights of scale ``CG_WEIGHT_SCALE`` (see its comment), float32, on ``xp``."""
+    rng = np.random.default_rng(seed)
+    return xp.asarray((CG_WEIGHT_SCALE * rng.standard_normal(head.n_params)).astype(np.float32))
 
 
 def standin_counts(N, D, C, iterations):
     """Kernel launches and host synchronisations per row-space CG iteration, on the stand-in.
 
     Counted on :mod:`fgn_arrays.testing`'s CPU stand-in for CuPy (the real
-    GPU cannot count them) at the ``maxiter`` of :func:`iteration_pair`.
+    GPU cannot count them), between ``maxiter`` of ``iterations``.
 
     Returns
     -------
@@ -539,9 +527,8 @@ def standin_counts(N, D, C, iterations):
     counts = []
     with testing.use_standin() as sx:
         head = fa.LinearHead(D, C)
-        theta = head.init_params(seed=0, dtype="float32", device="gpu")
-        lin = head.linearize(theta, sx.asarray(X), sx.asarray(y))
-        for k in iteration_pair(lin, iterations):
+        lin = head.linearize(timing_theta(head, sx), sx.asarray(X), sx.asarray(y))
+        for k in iterations:
             sx.counts.reset()
             step = cg_steps(lin, k)
             counts.append((step.n_iter, sx.counts.launches, sx.counts.syncs))
@@ -578,21 +565,18 @@ def time_row(xp, device, C, sizes):
     head = fa.LinearHead(D, C)
     theta = head.init_params(seed=0, dtype="float32", device=device)
     lin = head.linearize(theta, X, y)
+    hard = head.linearize(timing_theta(head, xp), X, y)
 
     def timed(fn):
         return best_of(fn, xp=xp, repeats=sizes.repeats, warmup=sizes.warmup)
 
     row = {"C": C, "floor": timed(two_gemm_floor(xp, X, C)), "notes": []}
-    ks = iteration_pair(lin, sizes.iterations)
-    if ks != tuple(sizes.iterations):
-        row["notes"].append(f"CG with rtol=0 stops before {sizes.iterations[1]} iterations: timed "
-                            f"maxiter={ks[0]} and {ks[1]}")
     runs = []
-    for k in ks:
-        n_iter = cg_steps(lin, k).n_iter
+    for k in sizes.iterations:
+        n_iter = cg_steps(hard, k).n_iter
         if n_iter != k:
             row["notes"].append(f"maxiter={k} ran {n_iter} CG iterations, not {k}")
-        runs.append((n_iter, timed(lambda k=k: cg_steps(lin, k))))
+        runs.append((n_iter, timed(lambda k=k: cg_steps(hard, k))))
     (n1, t1), (n2, t2) = runs
     row["iteration"] = per_iteration(t1, t2, n1, n2)
     if row["iteration"] <= 0:
@@ -670,9 +654,10 @@ def time_table(report, xp, device, sizes):
     header = "\n".join([
         f"Linear head, N={N}, D={D}, float32 (strict, CUPY_TF32=0), damping={DAMPING}, l2={L2}, "
         f"device={device}, best of {sizes.repeats}.",
-        f"CG iter = (t(maxiter={k2}) - t(maxiter={k1})) / {k2 - k1} of fgn_step(solver='cg', rtol=0), "
-        "unless a note says otherwise; both runs end with the same single host check point, which "
-        "the difference leaves out (CG checks once per 8 iterations on the GPU).",
+        f"CG iter = (t(maxiter={k2}) - t(maxiter={k1})) / {k2 - k1} of fgn_step(solver='cg', rtol=0, "
+        f"damping={CG_DAMPING}) with weights of scale {CG_WEIGHT_SCALE}, unless a note says otherwise; "
+        "both runs end with the same single host check point, which the difference leaves out "
+        "(CG checks once per 8 iterations on the GPU).",
         f"Floor = X @ V_W.T + G.T @ X. Launches counted on the CPU stand-in at C={STANDIN_CLASSES}. "
         f"fgn_step at rtol={RTOL} (iterations in brackets).",
         f"Targets (not asserted): CG iter <= {TARGET_RATIO}x floor for C >= {TARGET_RATIO_MIN_CLASSES}, "
@@ -714,11 +699,13 @@ def main(argv=None):
         return 2
     xp = device_namespace(args.device)
 
+    tests = "skipped (--skip-tests)"
     if args.skip_tests:
-        say("\n== 2. GPU tests: skipped (--skip-tests) ==")
+        say(f"\n== 2. GPU tests: {tests} ==")
     else:
+        tests = "did not run (see section 2)"
         with report.section("2. GPU tests"):
-            run_gpu_tests(report, args.device, args.test_timeout)
+            tests = run_gpu_tests(report, args.device, args.test_timeout)
 
     parity = check_parity(report, xp, sizes)
     if parity:
@@ -728,6 +715,7 @@ def main(argv=None):
     report.add(table)
 
     say(f"\n== 5. Summary ({time.perf_counter() - t0:.0f} s) ==")
+    say(f"GPU tests: {tests}")
     if parity:
         failed = sum(row[4] == "FAIL" for row in parity)
         say(f"parity: {len(parity) - failed} of {len(parity)} PASS")

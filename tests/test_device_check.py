@@ -6,6 +6,7 @@ The subprocesses get a ``cupy`` module that fails to import, so that they
 behave the same on a machine with a GPU.
 """
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -64,8 +65,18 @@ def test_without_a_gpu_it_stops_after_the_environment_with_status_2(tmp_path):
     assert "RESULT: FAILED (1): No GPU found" in out.read_text()
 
 
-def test_cpu_dry_run_runs_every_section_and_prints_the_table_last(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def small_quick(monkeypatch):
+    """``--quick`` at smaller sizes, with both branches of the VJP (C <= D and C > D).
+
+    N > 64, so that the stand-in runs no kernel under the CUDA simulator.
+    """
     monkeypatch.delenv("CUPY_TF32", raising=False)  # the script sets it; restored after the test
+    sizes = dataclasses.replace(dc.QUICK, parity=(128, 20, 16), table=(128, 64), classes=(10, 100), repeats=1)
+    monkeypatch.setattr(dc, "QUICK", sizes)
+
+
+def test_cpu_dry_run_runs_every_section_and_prints_the_table_last(tmp_path, small_quick, capsys):
     out = tmp_path / "report.md"
     status = dc.main(["--device", "cpu", "--quick", "--skip-tests", "--out", str(out)])
     printed = capsys.readouterr().out
@@ -73,15 +84,14 @@ def test_cpu_dry_run_runs_every_section_and_prints_the_table_last(tmp_path, monk
     assert os.environ["CUPY_TF32"] == "0"
     assert "parity: 20 of 20 PASS" in printed
     last = printed.strip().splitlines()
-    assert last[-4].startswith("| C ") and last[-1].startswith("| 1000 ")
+    assert last[-4].startswith("| C ") and last[-1].startswith("| 100 ")
     assert "error" not in last[-2] + last[-1]
     report = out.read_text()
     assert report.rstrip().endswith("RESULT: OK")
     assert "| fgn_step(cg).direction | float32 |" in report
 
 
-def test_a_section_that_raises_is_recorded_and_the_next_runs(monkeypatch, capsys):
-    monkeypatch.delenv("CUPY_TF32", raising=False)
+def test_a_section_that_raises_is_recorded_and_the_next_runs(small_quick, monkeypatch, capsys):
     parity_quantities, time_row = dc.parity_quantities, dc.time_row
 
     def broken_parity(xp, data, dtype):
@@ -90,7 +100,7 @@ def test_a_section_that_raises_is_recorded_and_the_next_runs(monkeypatch, capsys
         return parity_quantities(xp, data, dtype)
 
     def broken_row(xp, device, C, sizes):
-        if C == 100:
+        if C == 10:
             raise RuntimeError("injected timing failure")
         return time_row(xp, device, C, sizes)
 
@@ -102,8 +112,8 @@ def test_a_section_that_raises_is_recorded_and_the_next_runs(monkeypatch, capsys
     assert "RESULT: FAILED (2): 3. Parity, float64: RuntimeError: injected parity failure; " in printed
     assert "parity: 10 of 10 PASS" in printed  # float32 still ran
     last = printed.strip().splitlines()
-    assert last[-2].startswith("| 100 ") and "error (see above)" in last[-2]
-    assert last[-1].startswith("| 1000 ") and "error" not in last[-1]
+    assert last[-2].startswith("| 10 ") and "error (see above)" in last[-2]
+    assert last[-1].startswith("| 100 ") and "error" not in last[-1]
 
 
 def test_relative_error():

@@ -269,3 +269,24 @@ def test_every_launcher_checks_threads_per_block(launcher):
     }[launcher]
     with pytest.raises(ValueError, match="`threads_per_block` must be a power of two in \\[1, 1024\\]; got 6"):
         getattr(cuda, launcher)(*args, threads_per_block=6)
+
+
+def test_the_import_filter_ignores_only_numba_cuda_timedelta_deprecation():
+    # numba-cuda 0.30 + NumPy 2.5 warn at import (see kernels.cuda); anything else still warns (an error here).
+    import warnings
+
+    from fgn_arrays.kernels import cuda
+
+    message = "The 'generic' unit for NumPy timedelta is deprecated, and will raise an error in the future."
+    helpers = "numba.cuda.np.npdatetime_helpers"
+    with cuda._numba_cuda_import_filter():
+        warnings.warn_explicit(message, DeprecationWarning, "npdatetime_helpers.py", 31, module=helpers)
+        for category, text, module in [
+            (DeprecationWarning, message, "fgn_arrays.margin"),
+            (DeprecationWarning, "another deprecation", helpers),
+            (FutureWarning, message, helpers),
+        ]:
+            with pytest.raises(category):
+                warnings.warn_explicit(text, category, "x.py", 1, module=module)
+    with pytest.raises(DeprecationWarning):
+        warnings.warn_explicit(message, DeprecationWarning, "npdatetime_helpers.py", 31, module=helpers)

@@ -250,7 +250,7 @@ def softmax_cov_gap_partial(P, V, i, v_top, first, stop, step):
 
 @njit(cache=True, inline="always")
 def softmax_cov_write(P, V, out, i, pv, first, stop, step):
-    """``out_ik = P_ik (V_ik - pv)`` over ``k`` in ``range(first, stop, step)`` (the caller then sets ``out_{i,k*}``)."""
+    """``out_ik = P_ik (V_ik - pv)`` over ``k`` in ``range(first, stop, step)``; the caller then sets ``out_{i,k*}``."""
     for k in range(first, stop, step):
         out[i, k] = np.float64(P[i, k]) * (np.float64(V[i, k]) - pv)
 

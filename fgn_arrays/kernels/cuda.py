@@ -51,7 +51,6 @@ without a GPU (CI). See :func:`register_ptx` to add a kernel.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import warnings
 
@@ -142,7 +141,7 @@ def _stream(array):
 _PTX_ENTRIES: list = []
 
 
-def register_ptx(name, function, signatures):
+def register_ptx(name, kernel, signatures):
     """Record the argument types the library launches a kernel with, for :func:`ptx_specialisations`.
 
     A kernel defined with :func:`_kernel` is registered by its decorator. Any
@@ -151,20 +150,23 @@ def register_ptx(name, function, signatures):
     constant the library uses::
 
         dot, update_xr, update_p = _cg_kernels(CG_THREADS)
-        register_ptx("cg_dot", dot.py_func,
-                     float_signatures(lambda f: (f[::1], f[::1], float64[:, ::1], types.int64)))
+        register_ptx("cg_dot", dot, float_signatures(lambda f: (f[::1], f[::1], float64[:, ::1], types.int64)))
+
+    ``scripts/compile_ptx.py`` fails on a kernel defined at module level that
+    has no entry (a closure it cannot see: register it all the same).
 
     Parameters
     ----------
     name : str
         The kernel's name in ``scripts/compile_ptx.py``'s output.
-    function : function
-        The kernel's Python function (a ``cuda.jit`` dispatcher's ``py_func``).
+    kernel : function or ``cuda.jit`` dispatcher
+        The kernel, or its Python function.
     signatures : iterable of tuple
         One tuple of Numba types per specialisation: ``float32[:, ::1]`` for a
         C-contiguous float32 matrix (what CuPy's contiguous arrays are typed
         as), ``int64[::1]`` for labels, ``types.int64`` for a Python int.
     """
+    function = getattr(kernel, "py_func", kernel)
     for argtypes in signatures:
         _PTX_ENTRIES.append((name, function, tuple(argtypes)))
 
@@ -220,7 +222,7 @@ def _sum_lanes(buf, at, stride, count, lane, lanes):
 
 @cuda.jit(device=True)
 def _logsumexp_lanes(buf, at, stride, lane, lanes):
-    """Merge the lanes' ``(top, s)`` (tops at ``at``, sums ``stride`` further) into ``buf[at]``, ``buf[at + stride]``."""
+    """Merge the lanes' ``(top, s)`` pairs (tops at ``at``, sums ``stride`` further) into the first lane's."""
     cuda.syncthreads()
     width = lanes // 2
     while width > 0:
@@ -476,121 +478,133 @@ def activation_rows(H, shift, code, a, dphi, *, threads_per_block=DEFAULT_THREAD
 
 # ---- Conjugate gradient updates ----------------------------------------------
 # The three fused passes of a CG iteration (see kernels.cpu, "Conjugate
-# gradient updates"): CG_PARTS blocks, grid-stride over the (n,) vectors. Each
-# block writes its partial sums into its column of `parts`; a kernel that needs
-# a dot product sums a whole row of `parts` in every block, in the same order,
-# so that all blocks compute the same scalars. The scalar logic is kernels.cpu's,
-# compiled here as device functions.
+# gradient updates"), grid-stride over the (n,) vectors. Each block writes its
+# partial sums into its column of `parts`; a kernel that needs a dot product
+# sums a whole row of `parts` in every block, in the same order, so that all
+# blocks compute the same scalars. The scalar logic is kernels.cpu's, compiled
+# here as device functions. Every launch of one solve uses the same grid of
+# CG_BLOCKS blocks: the columns of `parts` beyond it stay at their initial 0.
 
 from .cpu import CG_PAP, CG_PARTS, CG_RR, CG_RZ, CG_XBAD  # noqa: E402
 
-CG_THREADS = 256
+# CG_PARTS blocks of 256 threads on a GPU (the 128 blocks also keep numba-cuda's
+# low-occupancy warning away); a small grid under the simulator.
+CG_THREADS = 8 if config.ENABLE_CUDASIM else 256
+CG_BLOCKS = 2 if config.ENABLE_CUDASIM else CG_PARTS
 _cg_alpha = cuda.jit(device=True)(_cpu.cg_alpha.py_func)
 _cg_next = cuda.jit(device=True)(_cpu.cg_next.py_func)
 _cg_write_state = cuda.jit(device=True)(_cpu.cg_write_state.py_func)
 
 
-@functools.lru_cache(maxsize=None)
-def _cg_kernels(tpb: int):
-    """The CG kernels for ``tpb`` threads a block (the shared-memory size is a compile-time constant)."""
-
-    @cuda.jit(device=True)
-    def block_sum(value, buf):
-        # Tree sum of one value per thread; every thread gets the total.
-        tid = cuda.threadIdx.x
-        buf[tid] = value
+@cuda.jit(device=True)
+def _block_sum(value, buf):
+    """Tree sum over the block (a power-of-two ``blockDim.x``) of one value per thread; every thread gets it."""
+    tid = cuda.threadIdx.x
+    buf[tid] = value
+    cuda.syncthreads()
+    width = cuda.blockDim.x // 2
+    while width > 0:
+        if tid < width:
+            buf[tid] += buf[tid + width]
         cuda.syncthreads()
-        width = tpb // 2
-        while width > 0:
-            if tid < width:
-                buf[tid] += buf[tid + width]
-            cuda.syncthreads()
-            width //= 2
-        total = buf[0]
-        cuda.syncthreads()
-        return total
-
-    @cuda.jit(device=True)
-    def row_sum(parts, row, buf):
-        # sum_j parts[row, j], in the same order in every block
-        s = 0.0
-        for j in range(cuda.threadIdx.x, parts.shape[1], tpb):
-            s += parts[row, j]
-        return block_sum(s, buf)
-
-    @cuda.jit
-    def dot(a, b, parts, row):
-        # parts[row, block] = this block's share of a . b
-        buf = cuda.shared.array(tpb, float64)
-        s = 0.0
-        for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
-            s += float64(a[i]) * float64(b[i])
-        total = block_sum(s, buf)
-        if cuda.threadIdx.x == 0:
-            parts[row, cuda.blockIdx.x] = total
-
-    @cuda.jit
-    def update_xr(x, r, p, q, dinv, diagonal, parts, state):
-        # alpha = rho / (p . q);  x += alpha p;  r -= alpha q;  shares of r . r, r . z, x - x
-        buf = cuda.shared.array(tpb, float64)
-        alpha = _cg_alpha(state, row_sum(parts, CG_PAP, buf))
-        rr = 0.0
-        rz = 0.0
-        xbad = 0.0
-        for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
-            if alpha != 0.0:
-                x[i] = x[i] + alpha * p[i]
-                r[i] = r[i] - alpha * q[i]
-            ri = float64(r[i])
-            rr += ri * ri
-            if diagonal:
-                rz += ri * ri * float64(dinv[i])
-            xbad += float64(x[i]) - float64(x[i])
-        rr = block_sum(rr, buf)
-        rz = block_sum(rz, buf)
-        xbad = block_sum(xbad, buf)
-        if cuda.threadIdx.x == 0:
-            parts[CG_RR, cuda.blockIdx.x] = rr
-            parts[CG_XBAD, cuda.blockIdx.x] = xbad
-            if diagonal:
-                parts[CG_RZ, cuda.blockIdx.x] = rz
-
-    @cuda.jit
-    def update_p(r, p, z, dinv, diagonal, parts, state, state_out):
-        # beta = (r . z) / rho;  p = z + beta p while x moves;  block 0 writes the next state
-        buf = cuda.shared.array(tpb, float64)
-        pap = row_sum(parts, CG_PAP, buf)
-        rr = row_sum(parts, CG_RR, buf)
-        rz = row_sum(parts, CG_RZ, buf)
-        xbad = row_sum(parts, CG_XBAD, buf)
-        nxt = _cg_next(state, pap, rr, rz, xbad)
-        beta = nxt[0]
-        if nxt[2] != 0.0:
-            for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
-                zi = float64(r[i]) * float64(dinv[i]) if diagonal else float64(z[i])
-                p[i] = zi + beta * p[i]
-        if cuda.blockIdx.x == 0 and cuda.threadIdx.x == 0:
-            _cg_write_state(state_out, state, nxt)
-
-    return dot, update_xr, update_p
+        width //= 2
+    total = buf[0]
+    cuda.syncthreads()
+    return total
 
 
-def _cg_launch(which, first, args, threads_per_block):
+@cuda.jit(device=True)
+def _parts_sum(parts, row, buf):
+    """``sum_j parts[row, j]``, in the same order in every block."""
+    s = 0.0
+    for j in range(cuda.threadIdx.x, parts.shape[1], cuda.blockDim.x):
+        s += parts[row, j]
+    return _block_sum(s, buf)
+
+
+def _cg_signatures(make):
+    # a callable preconditioner's placeholder for dinv is the float64 state
+    return [make(types.float32, types.float32), make(types.float32, types.float64),
+            make(types.float64, types.float64)]
+
+
+@_kernel(float_signatures(lambda f: (f[::1], f[::1], float64[:, ::1], types.int64)))
+def _cg_dot_kernel(a, b, parts, row):
+    # parts[row, block] = this block's share of a . b
+    buf = cuda.shared.array(0, float64)
+    s = 0.0
+    for i in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        s += float64(a[i]) * float64(b[i])
+    total = _block_sum(s, buf)
+    if cuda.threadIdx.x == 0:
+        parts[row, cuda.blockIdx.x] = total
+
+
+@_kernel(_cg_signatures(lambda f, d: (f[::1], f[::1], f[::1], f[::1], d[::1], types.int64, float64[:, ::1],
+                                      float64[::1])))
+def _cg_update_xr_kernel(x, r, p, q, dinv, diagonal, parts, state):
+    # alpha = rho / (p . q);  x += alpha p;  r -= alpha q;  shares of r . r, r . z, x - x
+    buf = cuda.shared.array(0, float64)
+    alpha = _cg_alpha(state, _parts_sum(parts, CG_PAP, buf))
+    rr = 0.0
+    rz = 0.0
+    xbad = 0.0
+    for i in range(cuda.grid(1), x.shape[0], cuda.gridsize(1)):
+        if alpha != 0.0:
+            x[i] = x[i] + alpha * p[i]
+            r[i] = r[i] - alpha * q[i]
+        ri = float64(r[i])
+        rr += ri * ri
+        if diagonal:
+            rz += ri * ri * float64(dinv[i])
+        xbad += float64(x[i]) - float64(x[i])
+    rr = _block_sum(rr, buf)
+    rz = _block_sum(rz, buf)
+    xbad = _block_sum(xbad, buf)
+    if cuda.threadIdx.x == 0:
+        parts[CG_RR, cuda.blockIdx.x] = rr
+        parts[CG_XBAD, cuda.blockIdx.x] = xbad
+        if diagonal:
+            parts[CG_RZ, cuda.blockIdx.x] = rz
+
+
+@_kernel(_cg_signatures(lambda f, d: (f[::1], f[::1], f[::1], d[::1], types.int64, float64[:, ::1], float64[::1],
+                                      float64[::1])))
+def _cg_update_p_kernel(r, p, z, dinv, diagonal, parts, state, state_out):
+    # beta = (r . z) / rho;  p = z + beta p while x moves;  block 0 writes the next state
+    buf = cuda.shared.array(0, float64)
+    pap = _parts_sum(parts, CG_PAP, buf)
+    rr = _parts_sum(parts, CG_RR, buf)
+    rz = _parts_sum(parts, CG_RZ, buf)
+    xbad = _parts_sum(parts, CG_XBAD, buf)
+    nxt = _cg_next(state, pap, rr, rz, xbad)
+    beta = nxt[0]
+    if nxt[2] != 0.0:
+        for i in range(cuda.grid(1), p.shape[0], cuda.gridsize(1)):
+            zi = float64(r[i]) * float64(dinv[i]) if diagonal else float64(z[i])
+            p[i] = zi + beta * p[i]
+    if cuda.blockIdx.x == 0 and cuda.threadIdx.x == 0:
+        _cg_write_state(state_out, state, nxt)
+
+
+def _cg_launch(kernel, first, args, threads_per_block, blocks):
     tpb = _check_block(threads_per_block)
-    kernel = _cg_kernels(tpb)[which]
-    kernel[CG_PARTS, tpb, _stream(first)](*args)
+    if not 1 <= int(blocks) <= CG_PARTS:
+        raise ValueError(f"`blocks` must be in [1, {CG_PARTS}]; got {blocks}.")
+    kernel[int(blocks), tpb, _stream(first), tpb * 8](*args)
 
 
-def cg_dot(a, b, parts, row, *, threads_per_block=CG_THREADS):
-    """``parts[row] <- a . b``, one partial sum per block (``parts`` is ``(4, CG_PARTS)`` float64)."""
-    _cg_launch(0, a, (a, b, parts, row), threads_per_block)
+def cg_dot(a, b, parts, row, *, threads_per_block=CG_THREADS, blocks=CG_BLOCKS):
+    """``parts[row] <- a . b``, one partial sum per block (twin of ``kernels.cpu.cg_dot``)."""
+    _cg_launch(_cg_dot_kernel, a, (a, b, parts, row), threads_per_block, blocks)
 
 
-def cg_update_xr(x, r, p, q, dinv, diagonal, parts, state, *, threads_per_block=CG_THREADS):
+def cg_update_xr(x, r, p, q, dinv, diagonal, parts, state, *, threads_per_block=CG_THREADS, blocks=CG_BLOCKS):
     """The x and r updates of a CG iteration and the partial sums of ``r . r``, ``r . z``, ``x - x``."""
-    _cg_launch(1, x, (x, r, p, q, dinv, diagonal, parts, state), threads_per_block)
+    _cg_launch(_cg_update_xr_kernel, x, (x, r, p, q, dinv, diagonal, parts, state), threads_per_block, blocks)
 
 
-def cg_update_p(r, p, z, dinv, diagonal, parts, state, state_out, *, threads_per_block=CG_THREADS):
-    """The p update of a CG iteration; the next state into ``state_out``."""
-    _cg_launch(2, r, (r, p, z, dinv, diagonal, parts, state, state_out), threads_per_block)
+def cg_update_p(r, p, z, dinv, diagonal, parts, state, state_out, *, threads_per_block=CG_THREADS,
+                blocks=CG_BLOCKS):
+    """The p update of a CG iteration; the next state into ``state_out`` (twin of ``kernels.cpu.cg_update_p``)."""
+    _cg_launch(_cg_update_p_kernel, r, (r, p, z, dinv, diagonal, parts, state, state_out), threads_per_block, blocks)
