@@ -55,8 +55,8 @@ __all__ = [
 
 
 def _host(x):
-    """``x`` as a float64 NumPy array (copies CuPy arrays to the host)."""
-    if hasattr(x, "get") and type(x).__module__.split(".", 1)[0] == "cupy":
+    """``x`` as a float64 NumPy array (copies CuPy and stand-in device arrays to the host)."""
+    if hasattr(x, "get") and not isinstance(x, np.ndarray):
         x = x.get()
     return np.asarray(x, dtype=np.float64)
 

@@ -17,6 +17,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from conftest import HAS_GPU
+
 import fgn_arrays as fa
 from fgn_arrays import FGNClassifier
 
@@ -206,6 +208,13 @@ def test_bad_parameters_raise_at_fit(params, error, match):
     clf = FGNClassifier(**{"device": "cpu", **params})  # __init__ only stores
     with pytest.raises(error, match=match):
         clf.fit(X, y)
+
+
+@pytest.mark.skipif(HAS_GPU, reason="a GPU is present")
+def test_gpu_without_one_names_the_extra_to_install():
+    X, y = softmax_problem(n_samples=50)
+    with pytest.raises(RuntimeError, match=r"not available.*pip install 'fgn_arrays\[gpu-cuda12\]'"):
+        FGNClassifier(device="gpu").fit(X, y)
 
 
 def test_feature_count_mismatch_at_predict():
