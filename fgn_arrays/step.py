@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ._backend import cholesky_solve
-from ._validation import check_nonneg_scalar, check_vector
+from ._validation import check_nonneg_scalar, check_positive_int, check_vector
 from .cg import _solve
 from .curvature import _fgn, _ggn, fgn_quadratic, ggn_quadratic
 from .heads import Linearization
@@ -83,13 +83,15 @@ class StepResult:
     status: str
 
 
-def _check_step_args(lin, damping, l2, rtol):
+def _check_step_args(lin, damping, l2, rtol, maxiter):
     if not isinstance(lin, Linearization):
         raise TypeError(f"`lin` must be a Linearization (from head.linearize); got {type(lin).__name__}.")
     damping = check_nonneg_scalar(damping, "damping")
     l2 = check_nonneg_scalar(l2, "l2")
     rtol = check_nonneg_scalar(rtol, "rtol")
-    return damping, l2, rtol
+    if maxiter is not None:
+        maxiter = check_positive_int(maxiter, "maxiter", minimum=0)
+    return damping, l2, rtol, maxiter
 
 
 def _objective_grad(lin, l2):
@@ -225,7 +227,7 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
     range of ``G_FGN + l2 M`` (e.g. a row whose ``w_i`` underflowed) no finite
     minimiser exists and the result says ``converged=False``.
     """
-    damping, l2, rtol = _check_step_args(lin, damping, l2, rtol)
+    damping, l2, rtol, maxiter = _check_step_args(lin, damping, l2, rtol, maxiter)
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS}; got {solver!r}.")
     if x0 is not None:
@@ -313,7 +315,7 @@ def ggn_step(lin, damping, *, l2=0.0, rtol=1e-6, maxiter=None) -> StepResult:
         ``solver="cg-parameter-space"``, ``coefficients=None``;
         ``predicted_decrease`` is under the GGN quadratic model.
     """
-    damping, l2, rtol = _check_step_args(lin, damping, l2, rtol)
+    damping, l2, rtol, maxiter = _check_step_args(lin, damping, l2, rtol, maxiter)
     g = _objective_grad(lin, l2)
     return _on_host(_parameter_space_step(lin, g, damping, l2, _ggn, ggn_quadratic, rtol, maxiter))
 

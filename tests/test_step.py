@@ -214,6 +214,9 @@ def test_step_decreases_the_objective():
         (dict(damping=1.0, solver="lu"), ValueError, r"`solver` must be one of"),
         (dict(damping=1.0, x0=np.zeros(3)), ValueError, r"`x0` must have shape \(6,\); got \(3,\)"),
         (dict(damping="1"), TypeError, r"`damping` must be a real number"),
+        (dict(damping=1.0, maxiter=2.5), TypeError, r"`maxiter` must be an integer; got float 2.5"),
+        (dict(damping=1.0, maxiter=-1), ValueError, r"`maxiter` must be >= 0; got -1"),
+        (dict(damping=1.0, maxiter=-1, solver="cholesky"), ValueError, r"`maxiter` must be >= 0; got -1"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
