@@ -79,12 +79,11 @@ def row_dot(xp, A, B, shift=None):
     """``(N,)`` row-wise inner products ``sum_k A_ik (B_ik + shift_k)`` (``shift`` defaults to 0)."""
     if shift is None:
         shift = xp.zeros(A.shape[1], dtype=A.dtype) if _on_cpu(xp) else _device_zeros(xp, A)
-    if _on_cpu(xp):
-        out = xp.empty(A.shape[0], dtype=numpy.result_type(A.dtype, B.dtype))
-        _run_cpu(cpu.row_dot, A.size, A, B, shift, out)
-        return out
     out = xp.empty(A.shape[0], dtype=numpy.result_type(A.dtype, B.dtype))
-    _gpu().row_dot(A, B, shift, out)
+    if _on_cpu(xp):
+        _run_cpu(cpu.row_dot, A.size, A, B, shift, out)
+    else:
+        _gpu().row_dot(A, B, shift, out)
     return out
 
 
@@ -116,12 +115,11 @@ def softmax_cov_rows(xp, P, V):
 
     Accurate when ``p_i`` is nearly one-hot (see ``kernels.cpu.softmax_cov_rows``).
     """
-    if _on_cpu(xp):
-        out = xp.empty_like(V)
-        _run_cpu(cpu.softmax_cov_rows, P.size, P, V, out)
-        return out
     out = xp.empty_like(V)
-    _gpu().softmax_cov_rows(P, V, out)
+    if _on_cpu(xp):
+        _run_cpu(cpu.softmax_cov_rows, P.size, P, V, out)
+    else:
+        _gpu().softmax_cov_rows(P, V, out)
     return out
 
 
