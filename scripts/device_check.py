@@ -619,6 +619,23 @@ TABLE_HEADERS = (
 )
 
 
+def launch_overhead(xp, n=1024):
+    """Wall time of one tiny launch of each kind a CG iteration makes: a CuPy elementwise operation,
+    a cuBLAS GEMM, a Numba CUDA kernel (``cg_dot``), each with a stream synchronisation, in microseconds."""
+    from fgn_arrays import kernels
+
+    a = xp.ones(n, dtype=xp.float32)
+    M = xp.ones((64, 64), dtype=xp.float32)
+    parts = xp.zeros((4, kernels.CG_PARTS), dtype=xp.float64)
+    times = {
+        "elementwise (a * a)": best_of(lambda: a * a, xp=xp, repeats=50, warmup=5),
+        "GEMM 64x64": best_of(lambda: M @ M, xp=xp, repeats=50, warmup=5),
+        "Numba CUDA cg_dot": best_of(lambda: kernels.cg_dot(xp, a, a, parts, 0), xp=xp, repeats=50, warmup=5),
+    }
+    return "One launch, with its stream synchronisation: " + ", ".join(
+        f"{name} {1e6 * t:.1f} us" for name, t in times.items())
+
+
 def time_table(report, xp, device, sizes):
     """Section 4: the launch count, then one timed row per ``C``; returns the table's markdown."""
     N, D = sizes.table
@@ -634,6 +651,10 @@ def time_table(report, xp, device, sizes):
                 f"(N={N}, D={D}; the count does not depend on C)")
             report.add(f"Per row-space CG iteration, on the CPU stand-in for CuPy: {counts[0]:g} "
                        f"launches, {counts[1]:g} host synchronisations (the count does not depend on C).")
+    with report.section("4. Launch overhead"):
+        overhead = launch_overhead(xp)
+        say(overhead)
+        report.add(overhead)
     rows, notes = [], []
     for C in sizes.classes:
         with report.section(f"4. Timing, C={C}"):

@@ -290,3 +290,23 @@ def test_the_import_filter_ignores_only_numba_cuda_timedelta_deprecation():
                 warnings.warn_explicit(text, category, "x.py", 1, module=module)
     with pytest.raises(DeprecationWarning):
         warnings.warn_explicit(message, DeprecationWarning, "npdatetime_helpers.py", 31, module=helpers)
+
+
+def test_launch_switches_off_the_interface_stream_sync_for_the_launch_only():
+    # numba-cuda would synchronise the stream each CuPy argument names, at every
+    # launch: a host synchronisation per argument. Launches on that same stream
+    # switch it off, and the user's setting is back afterwards.
+    from numba.core import config
+
+    from fgn_arrays.kernels import cuda
+
+    seen = []
+
+    class Kernel:
+        def __getitem__(self, launch_config):
+            return lambda *args: seen.append((launch_config[:2], config.CUDA_ARRAY_INTERFACE_SYNC, args))
+
+    before = config.CUDA_ARRAY_INTERFACE_SYNC
+    cuda._launch(Kernel(), 3, 8, np.zeros(2), (1, 2), 64)
+    assert seen == [((3, 8), 0, (1, 2))]
+    assert config.CUDA_ARRAY_INTERFACE_SYNC == before

@@ -136,6 +136,25 @@ def _stream(array):
     return 0
 
 
+def _launch(kernel, blocks, threads, first, args, shared_bytes=0):
+    """``kernel[blocks, threads, stream, shared_bytes](*args)`` on CuPy's current stream (that of ``first``).
+
+    numba-cuda synchronises, at every launch, the stream that a CUDA array
+    interface argument names (``NUMBA_CUDA_ARRAY_INTERFACE_SYNC``, on by
+    default): with CuPy arrays, a host synchronisation per array argument.
+    CuPy names its current stream there, which is the stream this launch is
+    queued on, so the work is already in order; the synchronisation is
+    switched off for the launch alone (the setting is restored after it).
+    """
+    stream = _stream(first)
+    previous = config.CUDA_ARRAY_INTERFACE_SYNC
+    config.CUDA_ARRAY_INTERFACE_SYNC = 0
+    try:
+        kernel[blocks, threads, stream, shared_bytes](*args)
+    finally:
+        config.CUDA_ARRAY_INTERFACE_SYNC = previous
+
+
 # ---- Kernel registry (ahead-of-time PTX compilation) ---------------------------
 
 _PTX_ENTRIES: list = []
@@ -267,7 +286,7 @@ def _launch_rows(kernel, n_values, rows, args, threads_per_block):
     if n_rows == 0:
         return
     shared_bytes = n_values * lanes * rows_per_block * 8
-    kernel[blocks, (lanes, rows_per_block), _stream(rows), shared_bytes](*args)
+    _launch(kernel, blocks, (lanes, rows_per_block), rows, args, shared_bytes)
 
 
 # ---- True-vs-rest margin -------------------------------------------------------
@@ -473,7 +492,7 @@ def activation_rows(H, shift, code, a, dphi, *, threads_per_block=DEFAULT_THREAD
     if n_entries == 0:
         return
     blocks, threads = _flat_launch(n_entries, threads_per_block)
-    _activation_kernel[blocks, threads, _stream(H)](H, shift, code, a, dphi)
+    _launch(_activation_kernel, blocks, threads, H, (H, shift, code, a, dphi))
 
 
 # ---- Conjugate gradient updates ----------------------------------------------
@@ -591,7 +610,7 @@ def _cg_launch(kernel, first, args, threads_per_block, blocks):
     tpb = _check_block(threads_per_block)
     if not 1 <= int(blocks) <= CG_PARTS:
         raise ValueError(f"`blocks` must be in [1, {CG_PARTS}]; got {blocks}.")
-    kernel[int(blocks), tpb, _stream(first), tpb * 8](*args)
+    _launch(kernel, int(blocks), tpb, first, args, tpb * 8)
 
 
 def cg_dot(a, b, parts, row, *, threads_per_block=CG_THREADS, blocks=CG_BLOCKS):
