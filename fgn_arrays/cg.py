@@ -294,7 +294,7 @@ def _iterate(xp, matvec, b, x0, tol, maxiter, dinv, precond, check_every, callba
     else:
         state = _start_state(xp, rho, rr, tol)
         if maxiter == 0:
-            return _result(xp, x, state.tolist(), _MAXITER)
+            return _result(x, state.tolist(), _MAXITER)
     saved = (x.copy(), 0, state[kernels.CG_RNORM2].copy())
 
     state_next = xp.empty_like(state)
@@ -326,10 +326,10 @@ def _iterate(xp, matvec, b, x0, tol, maxiter, dinv, precond, check_every, callba
             x_prev, n_prev, rnorm2_prev = saved
             return CGResult(x_prev, False, n_prev, _norm(float(rnorm2_prev)), _NONFINITE)
         if code:
-            return _result(xp, x, values, _REASONS[code])
+            return _result(x, values, _REASONS[code])
         if k != maxiter:
             saved = (x.copy(), int(values[kernels.CG_N_DONE]), values[kernels.CG_RNORM2])
-    return _result(xp, x, values, _MAXITER)
+    return _result(x, values, _MAXITER)
 
 
 def _start_state(xp, rho, rr, tol2):
@@ -350,7 +350,7 @@ def _norm(rnorm2):
     return math.sqrt(rnorm2) if math.isfinite(rnorm2) else math.inf
 
 
-def _result(xp, x, values, status):
+def _result(x, values, status):
     """The CGResult at a check point from the state's ``values`` (a list)."""
     converged = status == _CONVERGED
     n_iter = int(values[kernels.CG_N_DONE])

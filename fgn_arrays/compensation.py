@@ -90,7 +90,6 @@ class KroneckerDamping:
         self.e, self.V = eig
         F, self.offset = lin._output_layer()
         self.n_features = F.shape[1]
-        C = lin.head.n_classes
         # beta_k = mean_i (1 - p_i) q_ik (1 - q_ik);  1 - p_i = -r_i
         Q = lin.competitor_probs
         self.beta = xp.matmul(-lin.residual, Q * (1 - Q)) / dt(lin.n_samples)

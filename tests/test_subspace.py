@@ -59,7 +59,7 @@ def test_subspace_sums_match_the_formed_softmax_hessian(path, dtype, rtol, scale
 
 def test_subspace_sums_stay_accurate_when_the_label_is_certain():
     # p_i -> 1: the variance is ~ (1 - p) and must not be lost to cancellation.
-    N, C = 3, 4
+    N = 3
     Z = np.array([[40.0, 0.0, 1.0, -2.0], [0.0, 35.0, 0.5, 0.2], [3.0, -1.0, 30.0, 0.0]])
     y = np.array([0, 1, 2])
     A = np.array([[0.3, -1.0, 2.0, 0.5], [1.0, 0.0, -0.5, 0.25], [2.0, 1.0, 0.0, -1.0]])
