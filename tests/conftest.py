@@ -9,6 +9,9 @@ last two only. A ``gpu`` test is skipped when CuPy or a CUDA device is
 missing, with the reason (an import error of CuPy is printed, never reported
 as a plain "no GPU"), and fails instead when ``FGN_REQUIRE_GPU=1``.
 
+Property tests (hypothesis) are derandomized: the same examples on every
+run. ``HYPOTHESIS_PROFILE=explore`` draws fresh ones.
+
 ``NUMBA_ENABLE_CUDASIM`` must be set before Numba is first imported, so the
 GPU check runs before anything imports fgn_arrays (which imports Numba). It
 asks CuPy directly, without fgn_arrays.
@@ -42,6 +45,13 @@ if not HAS_GPU:
 
 import numpy  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Property tests draw the same examples on every run (CI must not flake on a
+# newly drawn example); HYPOTHESIS_PROFILE=explore draws fresh ones, to hunt.
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 def pytest_report_header(config):
