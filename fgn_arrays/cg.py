@@ -24,12 +24,12 @@ often the host looks, never the result.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from . import kernels
 from ._backend import get_namespace, host_floats
+from ._validation import check_nonneg_scalar, check_positive_int
 
 __all__ = ["cg", "CGResult"]
 
@@ -142,7 +142,9 @@ def cg(
     ------
     TypeError
         If ``matvec``, ``precond`` or ``callback`` is not callable, ``b`` or
-        ``x0`` is not a NumPy/CuPy array, they mix backends, or ``b`` is complex.
+        ``x0`` is not a NumPy/CuPy array, they mix backends, ``b`` is complex,
+        ``rtol``/``atol`` are not real numbers, or ``maxiter``/``check_every``
+        are not integers.
     ValueError
         If ``b`` is not 1-D or not finite, ``x0`` has another shape or is not
         finite, ``rtol``/``atol`` are negative or not finite, ``maxiter`` is
@@ -195,15 +197,15 @@ def cg(
         raise ValueError(
             f"`x0` must have the shape of `b`, {tuple(b.shape)}; got {tuple(x0.shape)}."
         )
-    rtol = _check_tol("rtol", rtol)
-    atol = _check_tol("atol", atol)
+    rtol = check_nonneg_scalar(rtol, "rtol")
+    atol = check_nonneg_scalar(atol, "atol")
     n = b.shape[0]
     if maxiter is None:
         maxiter = 10 * n
-    maxiter = _check_int("maxiter", maxiter, 0, "an integer >= 0 or None")
+    maxiter = check_positive_int(maxiter, "maxiter", minimum=0)
     if check_every is None:
         check_every = 1 if xp.__name__ == "numpy" else GPU_CHECK_EVERY
-    check_every = _check_int("check_every", check_every, 1, "an integer >= 1")
+    check_every = check_positive_int(check_every, "check_every")
 
     dtype = b.dtype if b.dtype.kind == "f" else xp.float64
     b = b.astype(dtype, copy=False)
@@ -229,9 +231,12 @@ def cg(
     return _iterate(xp, matvec, b, x0, tol, maxiter, dinv, precond, check_every, callback, check_start=True)
 
 
-def _solve(matvec, b, x0=None, *, rtol, maxiter=None, dinv=None):
-    """:func:`cg` for the library's own systems, with ``b``, ``x0`` and ``dinv`` known to be valid.
+def _solve(matvec, b, x0=None, *, rtol=None, tol2=None, maxiter=None, dinv=None, precond=None):
+    """:func:`cg` for the library's own systems, with ``b``, ``x0``, ``dinv`` and ``precond`` known to be valid.
 
+    The tolerance is ``rtol ||b||``, or ``sqrt(tol2)`` with ``tol2`` a 0-d
+    float64 array (left on the device). ``precond`` is a callable ``M^-1``;
+    ``dinv`` the diagonal of ``M^-1`` (applied inside the fused updates).
     On the GPU it never synchronizes before the first check point: the
     tolerance and the starting state are formed on the device, and a
     starting point that already meets the tolerance (or ``b = 0``) is
@@ -242,16 +247,17 @@ def _solve(matvec, b, x0=None, *, rtol, maxiter=None, dinv=None):
     n = b.shape[0]
     maxiter = 10 * n if maxiter is None else maxiter
     check_every = 1 if xp.__name__ == "numpy" else GPU_CHECK_EVERY
-    if dinv is None:
+    if dinv is None and precond is None:
         dinv = xp.ones_like(b)
+    if tol2 is None:
+        # tol^2 = rtol^2 ||b||^2
+        tol2 = xp.dot(b.astype(xp.float64), b.astype(xp.float64)) * (rtol * rtol)
     if xp.__name__ == "numpy":
-        b_norm = float(xp.linalg.norm(b))
-        if b_norm == 0.0:
+        if not xp.any(b):
             return CGResult(xp.zeros_like(b), True, 0, 0.0, _ZERO_RHS)
-        return _iterate(xp, matvec, b, x0, rtol * b_norm, maxiter, dinv, None, check_every, None, check_start=True)
-    # tol^2 = rtol^2 ||b||^2, on the device
-    tol2 = xp.dot(b.astype(xp.float64), b.astype(xp.float64)) * (rtol * rtol)
-    return _iterate(xp, matvec, b, x0, tol2, maxiter, dinv, None, check_every, None, check_start=False)
+        tol = math.sqrt(float(tol2))
+        return _iterate(xp, matvec, b, x0, tol, maxiter, dinv, precond, check_every, None, check_start=True)
+    return _iterate(xp, matvec, b, x0, tol2, maxiter, dinv, precond, check_every, None, check_start=False)
 
 
 def _iterate(xp, matvec, b, x0, tol, maxiter, dinv, precond, check_every, callback, *, check_start):
@@ -370,20 +376,6 @@ def _diagonal_precond(xp, precond, b):
         raise ValueError(f"`precond`, as an array, must have the shape of `b`, {tuple(b.shape)}; "
                          f"got {tuple(precond.shape)}.")
     return precond.astype(b.dtype, copy=False)
-
-
-def _check_tol(name, value):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (ok and math.isfinite(value) and value >= 0):
-        raise ValueError(f"`{name}` must be finite and >= 0; got {value!r}.")
-    return float(value)
-
-
-def _check_int(name, value, low, what):
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not (ok and value >= low):
-        raise ValueError(f"`{name}` must be {what}; got {value!r}.")
-    return int(value)
 
 
 def _apply(fn, v, name, n, dtype):
