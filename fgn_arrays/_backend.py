@@ -24,7 +24,9 @@ from typing import Any, Callable
 import numpy
 
 __all__ = [
+    "CholeskyFactor",
     "GPUBackend",
+    "cholesky_factor",
     "cholesky_solve",
     "get_namespace",
     "gpu_available",
@@ -215,6 +217,70 @@ def to_numpy(x):
     return numpy.asarray(x)
 
 
+@dataclass(frozen=True)
+class CholeskyFactor:
+    """The lower Cholesky factor ``L`` of an SPD matrix ``K = L L^T``, with its triangular solver.
+
+    Made by :func:`cholesky_factor`, which chooses the triangular solver once
+    (``scipy.linalg.solve_triangular`` for NumPy,
+    ``cupyx.scipy.linalg.solve_triangular`` for CuPy), so that each
+    :meth:`solve` is two triangular solves on the device and nothing else.
+
+    Attributes
+    ----------
+    L : array, shape (n, n)
+        Lower triangular (only the lower triangle is read; on NumPy the upper
+        triangle may hold the input's entries).
+    """
+
+    L: Any
+    _solve_triangular: Callable
+
+    def solve(self, b):
+        """``K^-1 b = L^-T (L^-1 b)``, for ``b`` of shape (n,) or (n, k), in ``L``'s dtype.
+
+        Two triangular solves, ``O(n^2)`` each per right-hand side; no
+        synchronisation.
+        """
+        z = self._solve_triangular(self.L, b, lower=True)
+        return self._solve_triangular(self.L, z, lower=True, trans="T")
+
+
+def cholesky_factor(K):
+    """Cholesky factor of a symmetric positive definite ``K``, or ``None`` when it is not PD.
+
+    Parameters
+    ----------
+    K : array, shape (n, n)
+        NumPy or device array; factorised in its dtype (callers pass float64).
+
+    Returns
+    -------
+    CholeskyFactor or None
+        ``None`` when ``K`` is not numerically positive definite. On the GPU
+        the check reads cuSOLVER's status word: one host synchronisation.
+    """
+    if is_device_array(K):
+        gpu = gpu_backend()
+        # CuPy's default linalg="ignore" never reads cuSOLVER's status, so a
+        # failed factorisation could return finite garbage; "raise" makes it
+        # raise numpy.linalg.LinAlgError. The check reads one status word
+        # from the device: the factorisation's only host synchronisation.
+        try:
+            with gpu.xpx.errstate(linalg="raise"):
+                L = gpu.xp.linalg.cholesky(K)
+        except numpy.linalg.LinAlgError:
+            return None
+        return CholeskyFactor(L, gpu.xpx.scipy.linalg.solve_triangular)
+    import scipy.linalg
+
+    try:
+        L, _ = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
+    except numpy.linalg.LinAlgError:
+        return None
+    return CholeskyFactor(L, functools.partial(scipy.linalg.solve_triangular, check_finite=False))
+
+
 def cholesky_solve(K, b):
     """Solve ``K x = b`` for symmetric positive definite ``K`` by Cholesky.
 
@@ -229,24 +295,5 @@ def cholesky_solve(K, b):
     x : array, shape (n,), or None
         ``None`` when ``K`` is not numerically positive definite.
     """
-    if is_device_array(K):
-        gpu = gpu_backend()
-        linalg = gpu.xpx.scipy.linalg
-        # CuPy's default linalg="ignore" never reads cuSOLVER's status, so a
-        # failed factorisation could return finite garbage; "raise" makes it
-        # raise numpy.linalg.LinAlgError. The check reads one status word
-        # from the device: the factorisation's only host synchronisation.
-        try:
-            with gpu.xpx.errstate(linalg="raise"):
-                L = gpu.xp.linalg.cholesky(K)
-        except numpy.linalg.LinAlgError:
-            return None
-        z = linalg.solve_triangular(L, b, lower=True)
-        return linalg.solve_triangular(L, z, lower=True, trans="T")
-    import scipy.linalg
-
-    try:
-        factor = scipy.linalg.cho_factor(K, lower=True, check_finite=False)
-    except numpy.linalg.LinAlgError:
-        return None
-    return scipy.linalg.cho_solve(factor, b, check_finite=False)
+    factor = cholesky_factor(K)
+    return None if factor is None else factor.solve(b)

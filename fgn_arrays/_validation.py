@@ -40,6 +40,14 @@ def check_nonneg_scalar(value, name: str) -> float:
     return value
 
 
+def check_rtol(value, name: str = "rtol") -> float:
+    """``value`` as a float in ``[0, 1)``: a relative tolerance of a step (1 would accept ``delta = 0``)."""
+    value = check_nonneg_scalar(value, name)
+    if value >= 1:
+        raise ValueError(f"`{name}` must be in [0, 1); got {value}.")
+    return value
+
+
 def check_dtype(dtype, name: str = "dtype", allowed=FLOAT_DTYPES) -> numpy.dtype:
     """``dtype`` as one of ``allowed`` (float32 or float64 by default)."""
     names = ", ".join(f"'{d.name}'" for d in allowed[:-1]) + f" or '{allowed[-1].name}'"

@@ -22,6 +22,8 @@ so ``l2 = 1 / (C N)`` matches scikit-learn's multinomial
 :func:`fgn_arrays.estimator.fit_head`, the scikit-learn-free core of
 :class:`fgn_arrays.FGNClassifier`: the commands need scikit-learn only for
 the demo's comparison (and its train/test split, which falls back to NumPy).
+``fit`` and ``demo`` take ``--method`` (``minimize``'s ``method``) and print
+one progress line per step, whose columns ``--help`` explains.
 
 A model file is an ``.npz`` archive (read without pickle) of:
 ``format`` ("fgn-arrays-model"), ``version`` (1), ``head`` ("linear" or
@@ -51,6 +53,7 @@ import scipy.special
 from . import __version__
 from ._backend import to_device, to_numpy
 from .estimator import fit_head, head_logits, make_head, resolve_device
+from .optim import DEFAULT_METHOD, _check_solver
 
 PROG = "fgn-arrays"
 MODEL_FORMAT, MODEL_VERSION = "fgn-arrays-model", 1
@@ -59,6 +62,32 @@ ACTIVATIONS = ("tanh", "relu", "gelu")
 EXIT_USAGE = 2  # bad arguments or bad input files, as argparse
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive, or an empty one
+METHODS = ("fgn-compensated", "fgn", "ggn-pcg")  # fgn_arrays.methods.METHODS, default first
+METHOD_HELP = (
+    "the step (default %(default)s): fgn-compensated = FGN damped by a Kronecker stand-in for the "
+    "dropped competitor covariance, on at most 2048 curvature rows per step, length-corrected in a "
+    "plane; fgn = the paper's plain damped FGN step with Levenberg-Marquardt damping, all rows; "
+    "ggn-pcg = the damped full Gauss-Newton step by CG preconditioned with the FGN system. "
+    "See fgn_arrays.optim.minimize."
+)
+# The columns of fgn_arrays.optim's progress lines (minimize's `verbose`), for --help.
+PROGRESS_HELP = """\
+progress (one line per step, unless --quiet):
+  iter        step number (full batch: accepted and rejected steps; mini-batch: one per batch)
+  objective   the objective mean CE + (l2/2)||weights||^2 on the batch (all rows when full
+              batch) after the step; unchanged when the step is rejected
+  |grad|_inf  largest absolute entry of that objective's gradient before the step; full-batch
+              training stops when it is <= tol (fit: --tol; demo: 1e-4, as LogisticRegression)
+  damping     the Levenberg-Marquardt damping lambda the step was solved with
+  rho         gain ratio: actual / predicted decrease of the unit step (0 when no decrease is
+              predicted); rho < 0.25 doubles lambda for the next step, rho > 0.5 divides it by 10
+  cg          conjugate-gradient iterations of the step's solve (row space; parameter space
+              for ggn-pcg; 0 for a Cholesky solve)
+  step        accepted (the objective decreased) or rejected (theta unchanged)
+  a, b        the step taken is a*delta + b*previous step: (1, 0) for a plain step,
+              (0, 0) when rejected; other values for --method fgn-compensated's correction
+  s           wall-clock seconds of the step
+"""
 
 
 class InputError(Exception):
@@ -99,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
             "scikit-learn's LogisticRegression(solver='newton-cg') at the same "
             "regularisation when scikit-learn is installed."
         ),
+        epilog=PROGRESS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("--min-per-class", type=int, default=50, metavar="K",
                       help="keep classes with at least K examples (default 50; at least 20)")
@@ -107,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--l2", type=float, default=None,
                       help="weight penalty of the mean loss (default 1/(10 N_train), "
                            "i.e. LogisticRegression C=10)")
+    demo.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=METHOD_HELP)
     demo.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     demo.add_argument("--no-sklearn", action="store_true",
                       help="skip the scikit-learn LogisticRegression comparison")
@@ -117,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fit",
         help="train on X and y of an .npz file and save the model",
         description="Train an FGN softmax head on the arrays X (N, D) and y (N,) of DATA.npz.",
+        epilog=PROGRESS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fit.add_argument("data", metavar="DATA.npz")
     fit.add_argument("--out", required=True, metavar="MODEL.npz", help="where to save the model")
@@ -125,19 +159,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hidden units of the two-layer head (default 64)")
     fit.add_argument("--activation", choices=ACTIVATIONS, default="tanh",
                      help="activation of the two-layer head (default tanh)")
+    fit.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=METHOD_HELP)
     fit.add_argument("--l2", type=float, default=1e-4,
                      help="weight penalty of the mean loss (default 1e-4; 1/(C N) is "
                           "LogisticRegression's C)")
     fit.add_argument("--damping", type=float, default=1.0, help="initial damping (default 1)")
     fit.add_argument("--max-iter", type=int, default=100, metavar="T",
                      help="FGN steps at most, or epochs with --batch-size (default 100)")
-    fit.add_argument("--tol", type=float, default=1e-6, help="stopping tolerance (default 1e-6)")
+    fit.add_argument("--tol", type=float, default=1e-4,
+                     help="stop when the objective's gradient has ||grad||_inf <= TOL (full batch), "
+                          "LogisticRegression(tol=TOL)'s criterion on the same objective "
+                          "(default 1e-4)")
     fit.add_argument("--batch-size", type=int, default=None, metavar="B",
                      help="mini-batch size (default: full batch)")
-    fit.add_argument("--solver", choices=("auto", "cg", "cholesky"), default="auto")
+    fit.add_argument("--solver", choices=("auto", "cg", "cholesky"), default="auto",
+                     help="solver of the FGN row-space system (default auto): fgn takes all three, "
+                          "fgn-compensated auto or cg, ggn-pcg auto only; it does not change the step")
     fit.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     fit.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    fit.add_argument("--seed", type=int, default=0, help="seed of the initial parameters (default 0)")
+    fit.add_argument("--seed", type=int, default=0,
+                     help="seed of the initial parameters, the curvature rows and the mini-batch "
+                          "order (default 0)")
     fit.add_argument("--quiet", action="store_true", help="no per-step progress lines")
     fit.set_defaults(run=run_fit)
 
@@ -166,6 +208,13 @@ def run_fit(args) -> int:
     check_options(args, ("l2", "tol"), nonneg=True)
     check_options(args, ("damping",), positive=True)
     check_counts(args, ("max_iter", "batch_size", "hidden"))
+    try:
+        _check_solver(args.method, args.solver)
+    except ValueError:
+        raise InputError(
+            f"--solver {args.solver} does not go with --method {args.method}: fgn takes auto, cg or "
+            "cholesky; fgn-compensated auto or cg; ggn-pcg auto."
+        ) from None
     if args.head == "linear" and args.hidden is not None:
         raise InputError("--hidden applies to --head two-layer only.")
     hidden = (args.hidden or 64) if args.head == "two-layer" else None
@@ -175,10 +224,10 @@ def run_fit(args) -> int:
     X, y = read_data(args.data, need_y=True)
     classes, y_encoded = encode_labels(y, args.data)
     head_text = f"{args.head} head (D={X.shape[1]}, " + (f"H={hidden}, " if hidden else "") + f"C={len(classes)})"
-    print(f"training a {head_text} on {X.shape[0]} rows, {device}, {args.dtype}")
+    print(f"training a {head_text} on {X.shape[0]} rows by {args.method}, {device}, {args.dtype}")
     t0 = time.perf_counter()
     head, result = fit_head(
-        X, y_encoded, len(classes), hidden=hidden, activation=args.activation, l2=args.l2,
+        X, y_encoded, len(classes), hidden=hidden, activation=args.activation, method=args.method, l2=args.l2,
         damping=args.damping, max_iter=args.max_iter, batch_size=args.batch_size, tol=args.tol,
         solver=args.solver, device=device, dtype=args.dtype, seed=args.seed,
         verbose=0 if args.quiet else 1,
@@ -268,10 +317,10 @@ def run_demo(args) -> int:
           f"{D} features, {C} classes; l2 = {l2:.3g} (LogisticRegression C = {C_sk:.4g})")
 
     rows = []
-    print(f"FGN: linear head, at most {args.max_iter} steps, {device}, float32")
+    print(f"FGN: linear head, {args.method}, at most {args.max_iter} steps, {device}, float32")
     t0 = time.perf_counter()
     head, result = fit_head(
-        X_train, y_train, C, l2=l2, max_iter=args.max_iter, device=device, dtype="float32",
+        X_train, y_train, C, method=args.method, l2=l2, max_iter=args.max_iter, device=device, dtype="float32",
         seed=0, verbose=0 if args.quiet else 1,
     )
     seconds = time.perf_counter() - t0

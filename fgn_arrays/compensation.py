@@ -16,28 +16,30 @@ each as a Kronecker product, as K-FAC does:
     B_k = beta_k Sigma,   beta_k = mean_i (1 - p_i) q_ik (1 - q_ik),
     Sigma = (1/N) sum_i f~_i f~_i^T   (over the full batch).
 
-The step then solves ``(G_FGN + l2 M + Lam_B) delta = -g`` with the
-non-diagonal damping
+The step solves ``(G_FGN + Lam_B) delta = -g`` with the non-diagonal damping
 
-    Lam_B = lambda I + l2 M + B,   B = diag(beta) (x) Sigma + l2 on the output biases,
+    Lam_B = lambda I + l2 M + B + l2 E,   B = diag(beta) (x) Sigma,
 
-so on the output block ``Lam_B`` is ``beta_k Sigma + (lambda + l2) I`` for
-class ``k`` (the output biases get ``l2`` too, which keeps every block a
-function of ``Sigma`` alone), and ``lambda I + l2 M`` elsewhere. With
-``Sigma = V diag(e) V^T``,
+``E`` the projector on the output biases. ``l2 M + B`` is model (the
+objective's penalty and the stand-in curvature); ``lambda I + l2 E`` is
+damping: the objective does not penalise the output biases, but giving
+them ``l2`` too makes every output block ``beta_k Sigma + (lambda + l2) I``,
+a function of ``Sigma`` alone. With ``Sigma = V diag(e) V^T``,
 
     Lam_B^-1 [W | b]_k = V diag(1 / (beta_k e + lambda + l2)) V^T [W | b]_k,
 
 two ``C x (F_dim + 1) x (F_dim + 1)`` GEMMs. Woodbury still gives the
 ``N x N`` row-space system of :func:`fgn_step`, with ``Lam_B`` in place of
-the diagonal ``Lam``. For ``C = 2`` every ``q_ik`` is 0 or 1, so ``B`` is
-``l2`` on the output bias alone and the step is FGN's (which is then exact).
+the diagonal ``Lam``; the step's ``predicted_decrease`` is under the model
+``G_FGN + l2 M + B``. For ``C = 2`` every ``q_ik`` is 0 or 1, so ``B = 0``
+and the step is FGN's (which is then exact) damped by ``lambda I + l2 E``.
 """
 
 from __future__ import annotations
 
-from .curvature import fgn_quadratic
-from .step import StepResult, _predicted_decrease, _row_space_cg
+from dataclasses import replace
+
+from .step import _fgn_step, _penalty_quadratic
 
 
 def output_covariance(lin):
@@ -96,8 +98,9 @@ class KroneckerDamping:
         # R_kd = 1 / (beta_k e_d + lambda + l2)
         self.R = 1 / (self.beta[:, None] * self.e[None, :] + dt(damping + l2))
         # elsewhere Lam_B = lambda + l2 M
-        self.hidden_l2 = dt(l2) * lin.weight_mask[: self.offset]
-        self.hidden = dt(damping) + self.hidden_l2
+        self.hidden = dt(damping) + dt(l2) * lin.weight_mask[: self.offset]
+        # the largest eigenvalue of Lam_B, 0-d
+        self.lam_max = damping + l2 + xp.max(self.beta) * xp.max(self.e)
 
     def _split(self, v):
         # v -> (hidden part, W (C, F), b (C))
@@ -113,27 +116,32 @@ class KroneckerDamping:
         Y += b[:, None] * V[f][None, :]
         return Y
 
-    def solve(self, v):
-        """``Lam_B^-1 v`` for ``v`` of shape (P,)."""
+    def _rotated_apply(self, v, R, hidden):
+        # V (R ⊙ ([W | b] V)) V^T on the output block, hidden ⊙ v elsewhere
         xp, V, f = self.lin.xp, self.V, self.n_features
-        hidden, _, _ = self._split(v)
         Y = self._rotate(v)
-        Y *= self.R
+        Y *= R
         out = xp.empty_like(v)
         out_hidden, out_W, out_b = self._split(out)
-        out_hidden[...] = hidden / self.hidden
+        out_hidden[...] = hidden * self._split(v)[0]
         xp.matmul(Y, V[:f].T, out=out_W)
         xp.matmul(Y, V[f], out=out_b)
         return out
 
+    def solve(self, v):
+        """``Lam_B^-1 v`` for ``v`` of shape (P,)."""
+        return self._rotated_apply(v, self.R, 1 / self.hidden)
+
+    def apply(self, v):
+        """``Lam_B v`` for ``v`` of shape (P,)."""
+        return self._rotated_apply(v, 1 / self.R, self.hidden)
+
     def quadratic(self, v):
-        """``v^T (Lam_B - lambda I) v = v^T (B + l2 M) v`` (0-d): the model's share of ``Lam_B``."""
-        xp, dt = self.lin.xp, self.lin.dtype.type
-        hidden, _, _ = self._split(v)
+        """``v^T (B + l2 M) v`` (0-d float64): the model's share of ``Lam_B``."""
+        xp = self.lin.xp
         Y = self._rotate(v)
-        total = xp.sum((self.beta[:, None] * self.e[None, :] + dt(self.l2)) * Y * Y)
-        total += xp.sum(self.hidden_l2 * hidden * hidden)
-        return total
+        B = xp.sum(self.beta[:, None] * self.e[None, :] * Y * Y, dtype=xp.float64)
+        return B + _penalty_quadratic(self.lin, v, self.l2)
 
     def row_space_diag(self, s):
         """Diagonal of ``I + A Lam_B^-1 A^T``, ``A = diag(s) J``, shape (N,): CG's Jacobi preconditioner.
@@ -150,7 +158,7 @@ class KroneckerDamping:
         return 1 + s * s * d
 
 
-def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None, rotated=None) -> StepResult:
+def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None, rotated=None, own_gradient=False):
     """The FGN step damped by ``Lam_B`` (module docstring), by row-space CG.
 
     Parameters
@@ -164,20 +172,20 @@ def kronecker_fgn_step(lin, g, damping, l2, eig, *, rtol, maxiter=None, x0=None,
     eig : tuple
         :func:`output_covariance` of the full batch.
     rtol, maxiter, x0
-        As in :func:`fgn_step`.
+        As in :func:`fgn_arrays.fgn_step`.
     rotated : array, optional
         As in :class:`KroneckerDamping`.
+    own_gradient : bool, default False
+        ``g`` is ``lin``'s own gradient (all of the batch): the row-space
+        right-hand side is then split exactly (:mod:`fgn_arrays.step`).
 
     Returns
     -------
-    StepResult
-        ``predicted_decrease`` is that of the model
-        ``g^T delta + 1/2 delta^T (G_FGN + l2 M + B) delta`` (``B`` without
-        ``lambda``); ``solver="cg-kronecker"``.
+    fgn_arrays.step._Solved
+        ``H = G_FGN + Lam_B``; the predicted decrease is under the model
+        ``G_FGN + l2 M + B``; ``solver="cg-kronecker"``. Its scalars are left
+        on the device (:meth:`~fgn_arrays.step._Solved.finish`).
     """
     lam = KroneckerDamping(lin, eig, damping, l2, rotated)
-    s = lin.xp.sqrt(lin.curvature_weights / lin.dtype.type(lin.n_samples))
-    alpha, delta, res = _row_space_cg(lin, g, s, lam.solve, lam.row_space_diag(s), rtol, maxiter, x0)
-    # the model's curvature: G_FGN + l2 M + B
-    pred = _predicted_decrease(lin, g, delta, fgn_quadratic(lin, delta) + lam.quadratic(delta))
-    return StepResult(delta, pred, res.n_iter, res.converged, "cg-kronecker", alpha, res.status)
+    step = _fgn_step(lin, lam, g, "cg", rtol, maxiter, x0, own_gradient=own_gradient)
+    return replace(step, solver="cg-kronecker")

@@ -42,19 +42,6 @@ def _dropped(lin, v):
     return lin._logits_vjp(kernels.scale_rows(lin.xp, covdZ, -lin.residual)) / lin.dtype.type(lin.n_samples)
 
 
-def fgn_quadratic(lin, v):
-    """``v^T G_FGN v = (1/N) sum_i w_i (J v)_i^2`` (0-d array): one margin JVP."""
-    Jv = lin._margin_jvp(v)
-    return lin.xp.sum(lin.curvature_weights * Jv * Jv) / lin.n_samples
-
-
-def ggn_quadratic(lin, v):
-    """``v^T G_GGN v = (1/N) sum_i d_i^T (diag(p̂_i) - p̂_i p̂_i^T) d_i``, ``d = Jz v`` (0-d array): one logit JVP."""
-    xp = lin.xp
-    dZ = lin._logits_jvp(v)
-    return xp.sum(dZ * kernels.softmax_cov_rows(xp, lin.softmax, dZ)) / lin.n_samples
-
-
 def fgn_matvec(lin, v):
     """``G_FGN v = (1/N) J^T diag(w) J v``.
 

@@ -39,7 +39,7 @@ import scipy.special
 from ._backend import gpu_available, is_device_array, namespace_for_device, to_device, to_numpy
 from ._validation import check_dtype, check_positive_int
 from .heads import LinearHead, TwoLayerHead
-from .optim import minimize
+from .optim import DEFAULT_METHOD, minimize
 
 __all__ = ["FGNClassifier", "fit_head", "head_logits"]
 
@@ -93,15 +93,16 @@ def fit_head(
     *,
     hidden=None,
     activation="tanh",
+    method=DEFAULT_METHOD,
     l2=1e-4,
     damping=1.0,
     max_iter=100,
     batch_size=None,
-    tol=1e-6,
+    tol=1e-4,
     solver="auto",
     device="cpu",
     dtype="float32",
-    seed=None,
+    seed=0,
     verbose=0,
 ):
     """Train a fresh head on encoded labels: the core of :meth:`FGNClassifier.fit`.
@@ -114,13 +115,15 @@ def fit_head(
         Labels in ``[0, n_classes)``.
     n_classes : int
         ``C >= 2``.
-    hidden, activation, l2, damping, max_iter, batch_size, tol, solver, verbose
+    hidden, activation, method, l2, damping, max_iter, batch_size, tol, solver, verbose
         As in :class:`FGNClassifier`.
     device : {"cpu", "gpu"}
         Where the data are copied and the parameters live.
     dtype : {"float32", "float64"}
-    seed : int or None
-        Seed of ``head.init_params`` and of the mini-batch shuffling.
+    seed : int, default 0
+        Seed of ``head.init_params`` and ``random_state`` of
+        :func:`fgn_arrays.optim.minimize` (curvature rows, mini-batch order).
+        ``None`` draws fresh entropy: runs then differ.
 
     Returns
     -------
@@ -136,6 +139,7 @@ def fit_head(
         theta0,
         X_dev,
         y_dev,
+        method=method,
         l2=l2,
         damping=damping,
         max_iter=max_iter,
@@ -180,8 +184,9 @@ class FGNClassifier(*_BASES):
     """Softmax classifier (linear or one hidden layer) trained by damped FGN steps.
 
     Minimizes ``mean cross-entropy + (l2/2) ||weights||^2`` with
-    :func:`fgn_arrays.optim.minimize`: Levenberg-Marquardt-damped Fast
-    Gauss-Newton steps, each solved in row space (one row per example).
+    :func:`fgn_arrays.optim.minimize`: Levenberg-Marquardt-damped
+    Gauss-Newton steps built on the Fast Gauss-Newton (FGN) system, solved in
+    row space (one row per example).
 
     Parameters
     ----------
@@ -190,6 +195,18 @@ class FGNClassifier(*_BASES):
         head ``Z = phi(X W1^T + b1) W2^T + b2`` with ``H`` hidden units.
     activation : {"tanh", "relu", "gelu"}, default "tanh"
         ``phi`` of the two-layer head (ignored when ``hidden`` is None).
+    method : {"fgn-compensated", "fgn", "ggn-pcg"}, default "fgn-compensated"
+        The step, as ``method`` of :func:`fgn_arrays.optim.minimize` (see
+        there and :mod:`fgn_arrays.methods` for the details):
+
+        - ``"fgn-compensated"``: the damped FGN step, damped further by a
+          Kronecker-factored stand-in for the competitor covariance FGN
+          drops, on at most 2048 curvature rows drawn per step, and
+          length-corrected in the plane of the step and the previous one.
+        - ``"fgn"``: the paper's algorithm, the plain damped FGN step on all
+          rows with Levenberg-Marquardt damping.
+        - ``"ggn-pcg"``: the damped full Gauss-Newton step (for the linear
+          head, Newton's), by CG preconditioned with the FGN system.
     l2 : float, default 1e-4
         Weight penalty of the *mean* loss: ``l2 = 1 / (C N)`` matches
         scikit-learn's multinomial ``LogisticRegression(C=C)`` on ``N``
@@ -201,16 +218,19 @@ class FGNClassifier(*_BASES):
     batch_size : int or None, default None
         ``None``: full batch. Otherwise mini-batches of this size, reshuffled
         each epoch.
-    tol : float, default 1e-6
-        Stop when ``||grad||_inf <= tol`` or when a step whose gain ratio is
-        above 0.25 changes the objective by at most ``tol * max(|L|, 1)``.
+    tol : float, default 1e-4
+        Stop when ``||grad L||_inf <= tol``, the gradient of the mean
+        objective above: ``LogisticRegression(tol=1e-4)``'s stopping
+        criterion (``lbfgs``, ``newton-cg``) on the same objective, so the
+        default stops where scikit-learn's does. A run also stops, converged,
+        when its steps no longer change the objective measurably in
+        ``dtype`` (float32 may not reach a small ``tol``). With mini-batches
+        ``tol`` only decides, on the full data after the last epoch, whether
+        the run converged.
     solver : {"auto", "cg", "cholesky"}, default "auto"
-        Row-space solver of each step. The steps use
-        :func:`fgn_arrays.optim.minimize`'s defaults: the FGN curvature of at
-        most 2048 rows drawn per step, damped with a Kronecker-factored
-        stand-in for the competitor covariance FGN drops (more than two
-        classes; solved by CG for ``"auto"`` and ``"cg"``), while
-        ``"cholesky"`` solves plain damped FGN steps directly.
+        Row-space solver of the FGN system; it never changes the step.
+        ``"fgn"`` accepts all three, ``"fgn-compensated"`` ``"auto"`` and
+        ``"cg"``, ``"ggn-pcg"`` only ``"auto"`` (``ValueError`` at fit).
     device : {"auto", "cpu", "gpu"}, default "auto"
         Where data and parameters live while fitting and predicting;
         ``"auto"`` is the GPU when :func:`fgn_arrays.gpu_available`.
@@ -218,11 +238,16 @@ class FGNClassifier(*_BASES):
     dtype : {"float32", "float64"}, default "float32"
         Compute dtype of parameters and features.
     random_state : int, RandomState instance or None, default None
-        Seeds the initial parameters (an int is passed to
-        ``head.init_params(seed=...)`` as is), the mini-batch shuffling and
-        the curvature rows.
+        Seed of all the randomness of a fit: the initial weights (an int is
+        passed to ``head.init_params(seed=...)`` as is), the curvature rows
+        drawn at each step (``"fgn-compensated"`` and ``"ggn-pcg"`` on more
+        than 2048 rows) and the mini-batch order (``batch_size``). ``None``
+        means the seed 0, so that two fits of the same data give the same
+        parameters (unlike scikit-learn's convention of fresh randomness); a
+        ``RandomState`` instance draws the seed from its stream.
     verbose : int, default 0
-        Print one progress line per FGN step when > 0.
+        Print one progress line per step when > 0 (the columns are described
+        under ``verbose`` of :func:`fgn_arrays.optim.minimize`).
 
     Attributes
     ----------
@@ -266,8 +291,11 @@ class FGNClassifier(*_BASES):
     whose ``coef_`` is ``w_1 - w_0``. ``decision_function`` then returns
     ``z_1 - z_0`` of shape ``(N,)``, as scikit-learn's binary classifiers do.
 
-    A run that stops at ``max_iter`` without meeting ``tol`` emits
-    ``sklearn.exceptions.ConvergenceWarning``.
+    A run that stops at ``max_iter`` without meeting ``tol`` (its
+    ``status`` is ``"maxiter (N) reached"``) emits
+    ``sklearn.exceptions.ConvergenceWarning``; one that stops because its
+    steps no longer change the objective in ``dtype`` counts as converged
+    and does not.
 
     Examples
     --------
@@ -283,11 +311,12 @@ class FGNClassifier(*_BASES):
         self,
         hidden=None,
         activation="tanh",
+        method=DEFAULT_METHOD,
         l2=1e-4,
         damping=1.0,
         max_iter=100,
         batch_size=None,
-        tol=1e-6,
+        tol=1e-4,
         solver="auto",
         device="auto",
         dtype="float32",
@@ -296,6 +325,7 @@ class FGNClassifier(*_BASES):
     ):
         self.hidden = hidden
         self.activation = activation
+        self.method = method
         self.l2 = l2
         self.damping = damping
         self.max_iter = max_iter
@@ -347,6 +377,7 @@ class FGNClassifier(*_BASES):
             self.classes_.shape[0],
             hidden=self.hidden,
             activation=self.activation,
+            method=self.method,
             l2=self.l2,
             damping=self.damping,
             max_iter=self.max_iter,
@@ -363,7 +394,9 @@ class FGNClassifier(*_BASES):
         self.loss_curve_ = [float(v) for v in result.history["objective"]]
         self.objective_ = float(result.objective)
         self._set_public_params()
-        if not result.converged and result.status.startswith("maxiter"):
+        # Statuses of minimize: "converged: ..." (converged), "maxiter (N) reached",
+        # "stopped by callback" (no callback here).
+        if not result.converged:
             warnings.warn(
                 f"FGNClassifier did not converge in max_iter={self.max_iter} iterations "
                 f"(||grad||_inf = {result.grad_norm:.3g} > tol = {self.tol}); "
@@ -441,8 +474,13 @@ def _host(a):
     return to_numpy(a) if is_device_array(a) else a
 
 
+DEFAULT_SEED = 0
+
+
 def _seed(random_state):
-    """An int seed: an int as is; None or a RandomState draws one (scikit-learn's convention)."""
-    if random_state is None or not isinstance(random_state, numbers.Integral):
-        return int(check_random_state(random_state).randint(numpy.iinfo(numpy.int32).max))
-    return int(random_state)
+    """An int seed: an int as is, None as ``DEFAULT_SEED`` (repeatable fits), a RandomState draws one."""
+    if random_state is None:
+        return DEFAULT_SEED
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(numpy.iinfo(numpy.int32).max))

@@ -110,6 +110,61 @@ def test_fit_matches_fgnclassifier(tmp_path, data):
         numpy.testing.assert_array_equal(m["theta"], clf.theta_)
 
 
+@pytest.mark.parametrize("method, solver", [("fgn-compensated", "cg"), ("fgn", "cholesky"), ("ggn-pcg", "auto")])
+def test_fit_method(tmp_path, data, method, solver, capsys):
+    path, X, y = data
+    model = tmp_path / "m.npz"
+    argv = ["fit", str(path), "--out", str(model), "--method", method, "--solver", solver, "--dtype", "float64",
+            "--max-iter", "50", "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"rows by {method}, cpu, float64" in out
+    assert "converged: ||grad||_inf <= tol" in out  # the default --tol 1e-4 is reached
+    with numpy.load(model) as m:
+        assert m["theta"].shape == (15,) and numpy.isfinite(m["theta"]).all()
+
+
+def test_fit_method_matches_fgnclassifier(tmp_path, data):
+    pytest.importorskip("sklearn")
+    from fgn_arrays import FGNClassifier
+
+    path, X, y = data
+    model = tmp_path / "m.npz"
+    assert cli.main(["fit", str(path), "--out", str(model), "--method", "fgn", "--tol", "1e-6", "--max-iter", "30",
+                     "--seed", "2", "--device", "cpu", "--quiet"]) == 0
+    clf = FGNClassifier(method="fgn", tol=1e-6, max_iter=30, random_state=2, device="cpu").fit(X, y)
+    with numpy.load(model) as m:
+        numpy.testing.assert_array_equal(m["theta"], clf.theta_)
+
+
+PROGRESS_COLUMNS = ("iter", "objective", "|grad|_inf", "damping", "rho", "cg", "step", "a", "b", "s")
+
+
+@pytest.mark.parametrize("command", ["fit", "demo"])
+def test_help_explains_every_progress_column(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--method {fgn-compensated,fgn,ggn-pcg}" in text
+    explained = text.split("progress (one line per step")[1]
+    # Each column starts a line of the explanation ("a, b" share one).
+    starts = {line.split()[0].rstrip(",") for line in explained.splitlines()[1:] if line.startswith("  ")}
+    starts |= {"b"} if "  a, b " in explained else set()
+    assert set(PROGRESS_COLUMNS) <= starts, set(PROGRESS_COLUMNS) - starts
+    if command == "fit":
+        assert "--tol TOL" in text and "(default 1e-4)" in text and "||grad||_inf <=" in text
+
+
+def test_progress_header_has_the_explained_columns(tmp_path, data, capsys):
+    assert cli.main(["fit", str(data[0]), "--out", str(tmp_path / "m.npz"), "--max-iter", "3", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["iter"])
+    assert tuple(header.split()) == PROGRESS_COLUMNS
+    first = out.splitlines()[out.splitlines().index(header) + 1].split()
+    assert len(first) == len(PROGRESS_COLUMNS) and first[6] in ("accepted", "rejected")
+
+
 def test_console_script_is_installed():
     script = os.path.join(os.path.dirname(sys.executable), "fgn-arrays")
     if not os.path.exists(script):
@@ -162,6 +217,8 @@ def bad_files(tmp_path, X, y):
         "hidden with linear": (["fit", save("ok2.npz", X=X, y=y), "--out", out, "--hidden", "3"],
                                "--hidden applies to --head two-layer only"),
         "negative l2": (["fit", save("ok3.npz", X=X, y=y), "--out", out, "--l2", "-1"], "--l2 must be finite"),
+        "solver for method": (["fit", save("ok6.npz", X=X, y=y), "--out", out, "--method", "ggn-pcg",
+                               "--solver", "cg"], "--solver cg does not go with --method ggn-pcg"),
         "data as model": (["predict", save("ok4.npz", X=X, y=y), save("ok5.npz", X=X)],
                           "not an fgn-arrays model file"),
     }
@@ -179,7 +236,7 @@ def check_one_line_error(code, err, expected):
     "case",
     ["missing file", "directory", "not an npz", "npy not npz", "no X", "no y", "X 1-D", "X strings", "X NaN",
      "y length", "y continuous", "one class", "object array", "out folder", "hidden with linear",
-     "negative l2", "data as model"],
+     "negative l2", "solver for method", "data as model"],
 )
 def test_bad_input_in_process(tmp_path, data, case, capsys):
     argv, expected = bad_files(tmp_path, data[1], data[2])[case]
@@ -229,6 +286,10 @@ def test_usage_errors_exit_2(capsys):
         cli.main(["fit"])  # argparse: missing DATA.npz and --out
     assert exc.value.code == 2
     assert "the following arguments are required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fit", "data.npz", "--out", "m.npz", "--method", "newton"])
+    assert exc.value.code == 2
+    assert "argument --method: invalid choice: 'newton'" in capsys.readouterr().err
 
 
 # ---- demo -------------------------------------------------------------------------
@@ -259,6 +320,14 @@ def test_demo_with_sklearn_in_process(capsys):
     # optimum, and FGN's 20 steps reach it too (how close exactly is test_estimator's business).
     assert objective["FGN"] == pytest.approx(objective["LogisticRegression"], rel=1e-3)
     assert objective["FGN"] < numpy.log(8)  # below the objective at zero weights
+
+
+def test_demo_method(capsys):
+    assert cli.main(["demo", "--min-per-class", "300", "--max-iter", "3", "--method", "ggn-pcg", "--no-sklearn",
+                     "--device", "cpu", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "FGN: linear head, ggn-pcg, at most 3 steps" in out
+    assert any(line.startswith("FGN (") for line in out.splitlines())
 
 
 def test_demo_bad_option(capsys):

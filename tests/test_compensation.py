@@ -20,6 +20,7 @@ from reference import (
 
 import fgn_arrays as fa
 from fgn_arrays.compensation import KroneckerDamping, kronecker_fgn_step, output_covariance
+from fgn_arrays.step import _on_host
 
 DAMPING, L2 = 0.3, 0.05
 
@@ -68,6 +69,15 @@ def dense_lam(c, damping=DAMPING, l2=L2):
     return Lam, beta
 
 
+def damping_part(c, damping=DAMPING, l2=L2):
+    """``lambda I + l2 E``, ``E`` the projector on the output biases: the part of ``Lam_B`` that is not model."""
+    C = c["Z"].shape[1]
+    P = c["J"].shape[1]
+    E = np.zeros(P)
+    E[P - C:] = 1.0  # the output biases are the last C entries for both heads
+    return np.diag(damping + l2 * E)
+
+
 @pytest.mark.parametrize("kind", ["linear", "two_layer"])
 def test_solve_quadratic_and_diagonal_against_dense(kind):
     c = case(kind)
@@ -78,7 +88,10 @@ def test_solve_quadratic_and_diagonal_against_dense(kind):
     rng = np.random.default_rng(0)
     v = rng.standard_normal(Lam.shape[0])
     np.testing.assert_allclose(lam.solve(v), np.linalg.solve(Lam, v), rtol=1e-10, atol=1e-12)
-    assert lam.quadratic(v) == pytest.approx(v @ (Lam - DAMPING * np.eye(len(v))) @ v, rel=1e-12)
+    np.testing.assert_allclose(lam.apply(v), Lam @ v, rtol=1e-10, atol=1e-12)
+    assert float(lam.lam_max) == pytest.approx(np.linalg.eigvalsh(Lam).max(), rel=1e-10)
+    # the model's share: B + l2 M, without lambda and without the output biases' l2 (damping)
+    assert lam.quadratic(v) == pytest.approx(v @ (Lam - damping_part(c)) @ v, rel=1e-12)
     # Jacobi diagonal of I + A Lam^-1 A^T, A = diag(s) J
     s = rng.uniform(0.1, 1.0, size=lin.n_samples)
     A = s[:, None] * c["J"]
@@ -110,13 +123,14 @@ def test_step_solves_the_damped_system(kind):
     lin = c["lin"]
     Lam, _ = dense_lam(c)
     M = c["G"] + Lam  # G_FGN + lambda I + l2 M + B
-    step = kronecker_fgn_step(lin, lin.xp.asarray(c["g"]), DAMPING, L2, output_covariance(lin), rtol=1e-12)
+    step = _on_host(kronecker_fgn_step(lin, c["g"], DAMPING, L2, output_covariance(lin), rtol=1e-12), 1e-10)
     assert step.converged and step.solver == "cg-kronecker"
+    assert step.residual <= 1e-10
     expected = np.linalg.solve(M, -c["g"])
     np.testing.assert_allclose(step.direction, expected, rtol=1e-8, atol=1e-10)
     # predicted decrease of the model g.d + 1/2 d^T (G_FGN + l2 M + B) d (no lambda)
     d = expected
-    pred = -(c["g"] @ d + 0.5 * d @ (M - DAMPING * np.eye(len(d))) @ d)
+    pred = -(c["g"] @ d + 0.5 * d @ (M - damping_part(c)) @ d)
     assert step.predicted_decrease == pytest.approx(pred, rel=1e-8)
 
 
@@ -128,5 +142,6 @@ def test_step_with_the_gradient_of_a_larger_batch():
     cs = dict(c, Z=c["Z"][:12], y=c["y"][:12], F=c["F"][:12], J=c["J"][:12])
     Lam, _ = dense_lam(cs)
     M = fgn_ref(cs["J"], cs["Z"], cs["y"]) + Lam
-    step = kronecker_fgn_step(sub, c["g"], DAMPING, L2, output_covariance(sub), rtol=1e-12)
+    step = _on_host(kronecker_fgn_step(sub, c["g"], DAMPING, L2, output_covariance(sub), rtol=1e-12), 1e-10)
+    assert step.converged
     np.testing.assert_allclose(step.direction, np.linalg.solve(M, -c["g"]), rtol=1e-8, atol=1e-10)

@@ -1,11 +1,16 @@
 """The Levenberg-Marquardt FGN training loop."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from reference import random_linear_problem
 
 import fgn_arrays as fa
-from fgn_arrays import optim
+from fgn_arrays import methods, optim
+from fgn_arrays.step import DiagonalDamping
+
+METHODS = ["fgn", "fgn-compensated", "ggn-pcg"]
 
 
 def problem(N=200, D=5, C=4, seed=0):
@@ -26,10 +31,12 @@ def objective(head, theta, X, y, l2):
     return -log_p.mean() + 0.5 * l2 * np.sum(W * W)
 
 
-def test_monotone_decrease_to_the_optimum():
+@pytest.mark.parametrize("method", METHODS)
+def test_monotone_decrease_to_the_optimum(method):
     head, X, y = problem()
     l2 = 1e-2
-    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, max_iter=200, tol=1e-9)
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, max_iter=200, tol=1e-9, method=method)
+    assert res.method == method
     accepted = np.array(res.history["objective"])[np.array(res.history["accepted"])]
     assert np.all(np.diff(accepted) < 0)  # every accepted step decreases the objective
     assert res.converged, res.status
@@ -47,7 +54,7 @@ def test_overshooting_unit_steps_raise_the_damping_and_only_decreases_are_taken(
     head, X, y = problem(seed=1)
     l2 = 1e-4
     # A tiny initial damping makes the first plain FGN unit steps overshoot.
-    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, damping=1e-8, max_iter=200, dropped=None)
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=l2, damping=1e-8, max_iter=200, method="fgn")
     h = res.history
     rho = np.array(h["rho"])
     assert np.any(rho < 0), "expected at least one overshooting unit step from damping 1e-8"
@@ -65,19 +72,80 @@ def test_overshooting_unit_steps_raise_the_damping_and_only_decreases_are_taken(
             assert objectives[k + 1] == pytest.approx(objectives[k], rel=1e-12)
     assert res.converged, res.status
     assert res.objective == pytest.approx(objective(head, res.theta, X, y, l2), rel=1e-12)
+    assert np.all(np.isfinite(rho))
+
+
+def test_fgn_is_the_papers_algorithm(monkeypatch):
+    # method="fgn": the damped FGN step with Lam = damping I + l2 M on all rows, the unit step, LM damping.
+    head, X, y = problem(N=300)
+    calls = []
+    real = methods._fgn_step
+
+    def spy(curv, lam, g, *args, **kwargs):
+        calls.append((curv.n_samples, type(lam), lam.damping, kwargs["own_gradient"]))
+        return real(curv, lam, g, *args, **kwargs)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("method='fgn' must not use the Kronecker damping")
+
+    monkeypatch.setattr(methods, "_fgn_step", spy)
+    monkeypatch.setattr(methods, "kronecker_fgn_step", forbidden)
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-3, max_iter=200, method="fgn", tol=1e-8)
+    h = res.history
+    assert [c[0] for c in calls] == [300] * len(h["objective"])  # every row, every step
+    assert all(c[1] is DiagonalDamping and c[3] for c in calls)
+    assert [c[2] for c in calls] == h["damping"]
+    for k, accepted in enumerate(h["accepted"]):
+        assert (h["step_size"][k], h["momentum"][k]) == ((1.0, 0.0) if accepted else (0.0, 0.0))
+        if k + 1 < len(h["damping"]):
+            assert h["damping"][k + 1] == optim._update_damping(h["damping"][k], h["rho"][k])
+    assert res.converged, res.status
+
+
+@pytest.mark.parametrize("solver", ["cg", "cholesky"])
+def test_the_solver_never_changes_the_model(solver, monkeypatch):
+    # Both solvers of method="fgn" solve the same damped FGN system (the same damping object).
+    head, X, y = problem(N=100)
+    kinds = []
+    real = methods._fgn_step
+
+    def spy(curv, lam, *args, **kwargs):
+        kinds.append(type(lam))
+        return real(curv, lam, *args, **kwargs)
+
+    monkeypatch.setattr(methods, "_fgn_step", spy)
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-2, max_iter=100, method="fgn", solver=solver,
+                      tol=1e-9)
+    assert set(kinds) == {DiagonalDamping}
+    ref = fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-2, max_iter=100, method="fgn", solver="cg",
+                      tol=1e-9)
+    assert res.objective == pytest.approx(ref.objective, rel=1e-12)
+
+
+def test_the_issue_probe_has_finite_rho_and_no_growth_on_good_steps():
+    # issue 12: 13 of 25 steps had rho = NaN and the damping doubled on accepted, good steps.
+    X, y, _ = fa.datasets.make_heads_problem(40, 30, 2, seed=3)
+    head = fa.LinearHead(30, 2)
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, method="fgn", curvature_rows=None, solver="cg",
+                      l2=0.0, max_iter=25, tol=0.0)
+    h = res.history
+    assert np.all(np.isfinite(h["rho"]))
+    for k in range(len(h["rho"]) - 1):
+        if h["rho"][k] > optim.RHO_GROW:
+            assert h["damping"][k + 1] <= h["damping"][k]
 
 
 def test_a_step_that_never_decreases_is_rejected(monkeypatch):
     # A step pointing uphill: the unit step increases the objective and the subspace
     # correction would reverse delta (a < 0), so the step is rejected and theta stays.
     head, X, y = problem()
-    real = optim.kronecker_fgn_step
+    real = methods.kronecker_fgn_step
 
     def uphill(*args, **kwargs):
         step = real(*args, **kwargs)
-        return step.__class__(-step.direction, *[getattr(step, f) for f in step.__dataclass_fields__][1:])
+        return replace(step, direction=-step.direction)
 
-    monkeypatch.setattr(optim, "kronecker_fgn_step", uphill)
+    monkeypatch.setattr(methods, "kronecker_fgn_step", uphill)
     theta0 = 0.1 * np.ones(head.n_params)
     res = fa.minimize(head, theta0, X, y, l2=1e-3, max_iter=3)
     assert res.history["accepted"] == [False, False, False]
@@ -91,7 +159,7 @@ def test_damping_update_rule():
     assert optim._update_damping(1.0, 0.1) == 2.0
     assert optim._update_damping(1.0, 0.4) == 1.0
     assert optim._update_damping(1.0, 0.6) == pytest.approx(0.1)
-    assert optim._update_damping(1.0, float("nan")) == 2.0
+    assert optim._update_damping(1.0, 0.0) == 2.0  # no predicted decrease: rho = 0
     assert optim._update_damping(1e8, -1.0) == 1e8
     assert optim._update_damping(1e-8, 1.0) == 1e-8
 
@@ -116,13 +184,13 @@ def test_history_callback_and_verbose(capsys):
 def test_warm_start_reuses_coefficients(monkeypatch):
     head, X, y = problem()
     x0s = []
-    real = optim.kronecker_fgn_step
+    real = methods.kronecker_fgn_step
 
     def spy(*args, **kwargs):
         x0s.append(kwargs.get("x0"))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(optim, "kronecker_fgn_step", spy)
+    monkeypatch.setattr(methods, "kronecker_fgn_step", spy)
     fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-3, max_iter=4)
     assert len(x0s) == 4 and x0s[0] is None
     assert all(x is not None and x.shape == (len(y),) for x in x0s[1:])
@@ -161,14 +229,29 @@ def test_float32_stays_float32():
         (dict(tol=np.nan), ValueError, r"`tol` must be finite"),
         (dict(callback=3), TypeError, r"`callback` must be callable"),
         (dict(curvature_rows=0), ValueError, r"`curvature_rows` must be >= 1"),
-        (dict(dropped="full"), ValueError, r"`dropped` must be one of"),
+        (dict(curvature_rows="all"), TypeError, r"`curvature_rows` must be an integer"),
         (dict(solver="lu"), ValueError, r"`solver` must be one of"),
+        (dict(solver=3), TypeError, r"`solver` must be a string"),
+        (dict(method="fgn-compensated", solver="cholesky"), ValueError, r"`solver` must be one of \('auto', 'cg'\)"),
+        (dict(method="ggn-pcg", solver="cg"), ValueError, r"`solver` must be one of \('auto',\) for method"),
+        (dict(method="newton"), ValueError, r"`method` must be one of \('fgn', 'fgn-compensated', 'ggn-pcg'\)"),
+        (dict(method=None), TypeError, r"`method` must be a string"),
+        (dict(max_iter=2.5), TypeError, r"`max_iter` must be an integer"),
+        (dict(damping="1"), TypeError, r"`damping` must be a real number"),
+        (dict(tol=None), TypeError, r"`tol` must be a real number"),
+        (dict(random_state="a"), TypeError, r"`random_state` must be an int"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
     head, X, y = problem()
     with pytest.raises(exc, match=match):
         fa.minimize(head, np.zeros(head.n_params), X, y, **kwargs)
+
+
+def test_head_must_be_a_head():
+    _, X, y = problem()
+    with pytest.raises(TypeError, match=r"`head` must be a head such as fa.LinearHead; got NoneType"):
+        fa.minimize(None, np.zeros(24), X, y)
 
 
 def test_curvature_subsample_is_seeded_and_still_converges():

@@ -16,7 +16,7 @@ from reference import (
 
 import fgn_arrays as fa
 from fgn_arrays import kernels
-from fgn_arrays.optim import _Subspace
+from fgn_arrays.methods import Subspace
 from fgn_arrays.testing import use_standin
 
 
@@ -99,7 +99,7 @@ def test_model_is_the_ggn_restricted_to_the_plane(case, l2):
     dirs = [rng.standard_normal(head.n_params) * 0.3 for _ in range(2)]
     lin = head.linearize(theta, X, y)
     images = [lin.logits_jvp(d) for d in dirs] if head._affine_logits else None
-    G, H = _Subspace(lin, dirs, images).model(lin, l2)
+    G, H = Subspace(lin, dirs, images).model(lin, l2)
     # dense references: grad = (1/N) Jz^T (softmax - e_y) + l2 M theta, and the GGN + l2 M
     Z = np.einsum("ncp,p->nc", Jz, theta) if head._affine_logits else lin.logits
     R = softmax_ref(Z)
@@ -118,7 +118,7 @@ def test_linear_model_matches_finite_differences_of_the_objective():
     rng = np.random.default_rng(8)
     dirs = [rng.standard_normal(head.n_params) * 0.3 for _ in range(2)]
     lin = head.linearize(theta, X, y)
-    G, H = _Subspace(lin, dirs, [lin.logits_jvp(d) for d in dirs]).model(lin, l2)
+    G, H = Subspace(lin, dirs, [lin.logits_jvp(d) for d in dirs]).model(lin, l2)
 
     def phi(c):
         t = theta + c[0] * dirs[0] + c[1] * dirs[1]
@@ -140,7 +140,7 @@ def test_points_of_the_plane_and_the_newton_step(case):
     dirs = [rng.standard_normal(head.n_params) * 0.2 for _ in range(2)]
     lin = head.linearize(theta, X, y)
     images = [lin.logits_jvp(d) for d in dirs] if head._affine_logits else None
-    space = _Subspace(lin, dirs, images)
+    space = Subspace(lin, dirs, images)
     coef = (0.7, -0.4)
     at, image = space.point(coef)
     fresh = head.linearize(theta + 0.7 * dirs[0] - 0.4 * dirs[1], X, y)
@@ -161,7 +161,7 @@ def test_newton_drops_a_collinear_previous_step():
     d = np.random.default_rng(10).standard_normal(head.n_params)
     lin = head.linearize(theta, X, y)
     dirs = [d, 2.0 * d]  # H is singular: the previous step adds nothing
-    space = _Subspace(lin, dirs, [lin.logits_jvp(v) for v in dirs])
+    space = Subspace(lin, dirs, [lin.logits_jvp(v) for v in dirs])
     G, H = space.model(lin, 0.0)
     coef = space.newton(G, H, (1.0, 0.0))
     assert coef[1] == 0.0
