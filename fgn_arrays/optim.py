@@ -12,11 +12,10 @@ objective decreases. The unit step's gain ratio
     rho = (L(theta) - L(theta + delta)) / predicted_decrease
 
 (0 when the model predicts no decrease; always finite) drives the damping
-(Levenberg-Marquardt, the constants below):
-
-- ``rho < 0.25``: ``lambda *= 2`` (the model over-promised);
-- ``rho > 0.5``: ``lambda /= 10`` (the model is trustworthy);
-- ``lambda`` stays within ``[1e-8, 1e8]``.
+by the method's rule (:mod:`fgn_arrays.methods`): the classic
+Levenberg-Marquardt thresholds for ``"fgn"`` (``rho < 0.25``: ``lambda *= 2``;
+``rho > 0.5``: ``lambda /= 10``), Nielsen's continuous rule for the others;
+``lambda`` stays within ``[1e-8, 1e8]``.
 
 **Stopping** (full batch), as scikit-learn's ``lbfgs`` and ``newton-cg``:
 ``||grad L||_inf <= tol`` (scikit-learn's ``gtol``/``tol`` on the same mean
@@ -47,15 +46,12 @@ import numpy
 from ._backend import host_floats
 from ._validation import check_batch, check_nonneg_scalar, check_positive_int
 from .heads._base import Head
-from .methods import AUTO_CURVATURE_ROWS, METHODS, evaluate, grad_norm, objective
+from .methods import AUTO_CURVATURE_ROWS, METHODS, RHO_GROW, evaluate, grad_norm, objective
 from .step import SOLVERS, _objective_grad
 
 __all__ = ["OptimizeResult", "minimize"]
 
 DEFAULT_METHOD = "fgn-compensated"
-RHO_SHRINK, RHO_GROW = 0.5, 0.25
-DAMPING_DECREASE, DAMPING_INCREASE = 0.1, 2.0
-DAMPING_MIN, DAMPING_MAX = 1e-8, 1e8
 CG_RTOL_MAX, CG_RTOL_MIN = 0.5, 1e-6
 FORCING_GAMMA, FORCING_ALPHA = 0.9, 2.0
 # No measurable progress: STALL_STEPS accepted, well-predicted steps in a row that
@@ -108,14 +104,6 @@ class OptimizeResult:
     damping: float
     method: str
     history: dict = field(repr=False)
-
-
-def _update_damping(damping, rho):
-    if rho < RHO_GROW:
-        damping *= DAMPING_INCREASE
-    elif rho > RHO_SHRINK:
-        damping *= DAMPING_DECREASE
-    return min(max(damping, DAMPING_MIN), DAMPING_MAX)
 
 
 def _forcing(previous, g_norm, g_prev, rtol_min):
@@ -280,6 +268,7 @@ class _Run:
 
     def __init__(self, method, damping, progress, callback):
         self.method, self.state, self.damping = method, method.init(), damping
+        self.rule = method.damping_rule()
         self.progress, self.callback, self.stop = progress, callback, False
         self.history = {key: [] for key in HISTORY_KEYS}
 
@@ -294,7 +283,7 @@ class _Run:
             rho=rho, cg_iter=prop.step.n_iter, accepted=bool(accepted),
             step_size=prop.coef[0] if accepted else 0.0, momentum=prop.coef[1] if accepted else 0.0,
         )
-        self.damping = _update_damping(self.damping, rho)
+        self.damping = self.rule.update(self.damping, rho)
         if accepted:
             point, self.state = prop.point, prop.state
         record["seconds"] = time.perf_counter() - t0

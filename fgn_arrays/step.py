@@ -378,6 +378,8 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
     ``converged=False``.
     """
     damping, l2, rtol, maxiter = _check_step_args(lin, damping, l2, rtol, maxiter)
+    if not isinstance(solver, str):
+        raise TypeError(f"`solver` must be a string; got {type(solver).__name__}.")
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS}; got {solver!r}.")
     if x0 is not None:
@@ -492,6 +494,8 @@ def ggn_step(lin, damping, *, l2=0.0, rtol=1e-6, maxiter=None, precond=None) -> 
         ``predicted_decrease`` is under the GGN quadratic model.
     """
     damping, l2, rtol, maxiter = _check_step_args(lin, damping, l2, rtol, maxiter)
+    if precond is not None and not isinstance(precond, str):
+        raise TypeError(f"`precond` must be None or a string; got {type(precond).__name__}.")
     if precond not in PRECONDITIONERS:
         raise ValueError(f"`precond` must be one of {PRECONDITIONERS}; got {precond!r}.")
     if precond == "fgn" and damping == 0:

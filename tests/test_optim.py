@@ -60,9 +60,9 @@ def test_overshooting_unit_steps_raise_the_damping_and_only_decreases_are_taken(
     assert np.any(rho < 0), "expected at least one overshooting unit step from damping 1e-8"
     objectives = [objective(head, np.zeros(head.n_params), X, y, l2)] + h["objective"]
     for k in range(len(rho)):
-        if k + 1 < len(h["damping"]) and rho[k] < optim.RHO_GROW:
+        if k + 1 < len(h["damping"]) and rho[k] < methods.RHO_GROW:
             # the model over-promised: the damping grows by DAMPING_INCREASE
-            assert h["damping"][k + 1] == pytest.approx(h["damping"][k] * optim.DAMPING_INCREASE)
+            assert h["damping"][k + 1] == pytest.approx(h["damping"][k] * methods.DAMPING_INCREASE)
         if h["accepted"][k]:
             # a strict decrease, along delta (a > 0)
             assert objectives[k + 1] < objectives[k] and h["step_size"][k] > 0
@@ -98,7 +98,7 @@ def test_fgn_is_the_papers_algorithm(monkeypatch):
     for k, accepted in enumerate(h["accepted"]):
         assert (h["step_size"][k], h["momentum"][k]) == ((1.0, 0.0) if accepted else (0.0, 0.0))
         if k + 1 < len(h["damping"]):
-            assert h["damping"][k + 1] == optim._update_damping(h["damping"][k], h["rho"][k])
+            assert h["damping"][k + 1] == methods.LevenbergMarquardt().update(h["damping"][k], h["rho"][k])
     assert res.converged, res.status
 
 
@@ -131,7 +131,7 @@ def test_the_issue_probe_has_finite_rho_and_no_growth_on_good_steps():
     h = res.history
     assert np.all(np.isfinite(h["rho"]))
     for k in range(len(h["rho"]) - 1):
-        if h["rho"][k] > optim.RHO_GROW:
+        if h["rho"][k] > methods.RHO_GROW:
             assert h["damping"][k + 1] <= h["damping"][k]
 
 
@@ -152,16 +152,39 @@ def test_a_step_that_never_decreases_is_rejected(monkeypatch):
     assert res.history["step_size"] == [0.0, 0.0, 0.0] and res.history["momentum"] == [0.0, 0.0, 0.0]
     assert all(r < 0 for r in res.history["rho"])
     np.testing.assert_array_equal(res.theta, theta0)
-    assert res.history["damping"] == [1.0, 2.0, 4.0]
+    assert res.history["damping"] == [1.0, 2.0, 8.0]  # Nielsen: x2, then x4
 
 
-def test_damping_update_rule():
-    assert optim._update_damping(1.0, 0.1) == 2.0
-    assert optim._update_damping(1.0, 0.4) == 1.0
-    assert optim._update_damping(1.0, 0.6) == pytest.approx(0.1)
-    assert optim._update_damping(1.0, 0.0) == 2.0  # no predicted decrease: rho = 0
-    assert optim._update_damping(1e8, -1.0) == 1e8
-    assert optim._update_damping(1e-8, 1.0) == 1e-8
+def test_levenberg_marquardt_rule():
+    rule = methods.LevenbergMarquardt()
+    assert rule.update(1.0, 0.1) == 2.0
+    assert rule.update(1.0, 0.4) == 1.0
+    assert rule.update(1.0, 0.6) == pytest.approx(0.1)
+    assert rule.update(1.0, 0.0) == 2.0  # no predicted decrease: rho = 0
+    assert rule.update(1e8, -1.0) == 1e8
+    assert rule.update(1e-8, 1.0) == 1e-8
+
+
+def test_nielsen_rule():
+    rule = methods.Nielsen()
+    assert rule.update(1.0, 1.0) == pytest.approx(0.1)  # 1 - 1 = 0, floored at 1/10
+    assert rule.update(1.0, 0.5) == pytest.approx(1.0)  # 1 - 0 = 1
+    assert rule.update(1.0, 0.25) == pytest.approx(1.125)  # 1 - (-0.5)^3
+    # rejections in a row: x2, x4, x8; a success resets nu
+    assert [rule.update(1.0, -1.0), rule.update(1.0, 0.0), rule.update(1.0, -0.5)] == [2.0, 4.0, 8.0]
+    rule.update(1.0, 0.75)
+    assert rule.update(1.0, -1.0) == 2.0
+    assert rule.update(1e8, -1.0) == 1e8 and rule.update(1e-8, 1.0) == 1e-8
+
+
+@pytest.mark.parametrize("method, rule", [("fgn", methods.LevenbergMarquardt), ("fgn-compensated", methods.Nielsen),
+                                          ("ggn-pcg", methods.Nielsen)])
+def test_each_method_follows_its_damping_rule(method, rule):
+    head, X, y = problem(seed=2)
+    res = fa.minimize(head, np.zeros(head.n_params), X, y, l2=1e-3, max_iter=12, tol=0.0, method=method)
+    h, replay = res.history, rule()
+    for k in range(len(h["rho"]) - 1):
+        assert h["damping"][k + 1] == replay.update(h["damping"][k], h["rho"][k])
 
 
 def test_history_callback_and_verbose(capsys):

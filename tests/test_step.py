@@ -217,6 +217,10 @@ def test_step_decreases_the_objective():
         (dict(damping=1.0, maxiter=2.5), TypeError, r"`maxiter` must be an integer; got float 2.5"),
         (dict(damping=1.0, maxiter=-1), ValueError, r"`maxiter` must be >= 0; got -1"),
         (dict(damping=1.0, maxiter=-1, solver="cholesky"), ValueError, r"`maxiter` must be >= 0; got -1"),
+        (dict(damping=1.0, solver=3), TypeError, r"`solver` must be a string; got int"),
+        (dict(damping=1.0, rtol=1.0), ValueError, r"`rtol` must be in \[0, 1\); got 1.0"),
+        (dict(damping=1.0, rtol="a"), TypeError, r"`rtol` must be a real number"),
+        (dict(damping=1.0, x0=[0.0] * 6), TypeError, r"`x0` must be a numpy.ndarray or cupy.ndarray; got builtins.list"),
     ],
 )
 def test_bad_arguments(kwargs, exc, match):
@@ -228,6 +232,21 @@ def test_bad_arguments(kwargs, exc, match):
     if "solver" not in kwargs and "x0" not in kwargs:
         with pytest.raises(exc, match=match):
             fa.ggn_step(lin, damping, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "precond, damping, exc, match",
+    [
+        ("lu", 1.0, ValueError, r"`precond` must be one of \(None, 'jacobi', 'fgn'\); got 'lu'"),
+        (1, 1.0, TypeError, r"`precond` must be None or a string; got int"),
+        ("fgn", 0.0, ValueError, r"`precond='fgn'` needs `damping` > 0"),
+    ],
+)
+def test_bad_preconditioner(precond, damping, exc, match):
+    d = dense_problem(6, 3, 4)
+    lin = fa.LinearHead(3, 4).linearize(d["theta"], d["X"], d["y"])
+    with pytest.raises(exc, match=match):
+        fa.ggn_step(lin, damping, precond=precond)
 
 
 def test_lin_must_be_a_linearization():
