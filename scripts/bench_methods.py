@@ -194,6 +194,13 @@ def two_layer_objective(X64, y, W1, b1, W2, b2, l2):
 # ---- scikit-learn ------------------------------------------------------------------------------
 
 
+def cap(args, method):
+    """The reference run's step cap of ``method``."""
+    if method == "fgn" and args.plain_fgn_max_iter is not None:
+        return args.plain_fgn_max_iter
+    return args.fgn_max_iter
+
+
 def sklearn_fit(X, y, C, solver, tol, max_iter):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
@@ -381,8 +388,8 @@ def run_linear(name, args, report):
     stop_below = candidates["newton-cg tol 1e-10"] * (1 + REFERENCE_STOP)
     curves, stops = {}, {}
     for method in args.methods:
-        progress(f"{name}: {method} reference run (at most {args.fgn_max_iter} steps)")
-        curves[method], result = fgn_reference(head, X, y, l2, method, args.fgn_max_iter, args.seed,
+        progress(f"{name}: {method} reference run (at most {cap(args, method)} steps)")
+        curves[method], result = fgn_reference(head, X, y, l2, method, cap(args, method), args.seed,
                                                objective_theta, stop_below)
         stops[method] = stop_note(result)
         if len(curves[method]):
@@ -433,7 +440,8 @@ def run_linear(name, args, report):
     )
     report(f"Targets f* (1 + {loose:g}) = {f_star * (1 + loose):.10f} and f* (1 + {tight:g}) = "
            f"{f_star * (1 + tight):.10f}; scikit-learn iterations are its `max_iter` (bisection), FGN steps are "
-           f"steps tried (accepted or not). FGN reference runs (cap {args.fgn_max_iter} steps): "
+           f"steps tried (accepted or not). FGN reference runs (cap {args.fgn_max_iter} steps, "
+           f"{cap(args, 'fgn')} for fgn): "
            + "; ".join(f"{m} {stops[m]}, best {curves[m].min():.10f}" for m in curves if len(curves[m])) + ".")
     report()
 
@@ -500,8 +508,8 @@ def run_two_layer(args, report):
         for s, m in mlps.items()
     ]
     for method in args.methods:
-        progress(f"two-layer: {method} reference run (at most {args.fgn_max_iter} steps)")
-        curve, result = fgn_reference(head, X_tr, y_tr, l2, method, args.fgn_max_iter, args.seed, objective_theta,
+        progress(f"two-layer: {method} reference run (at most {cap(args, method)} steps)")
+        curve, result = fgn_reference(head, X_tr, y_tr, l2, method, cap(args, method), args.seed, objective_theta,
                                       stop_below)
         for solver, m in mlps.items():
             progress(f"two-layer: {method} to MLP {solver}'s objective")
@@ -522,7 +530,7 @@ def run_two_layer(args, report):
     )
     report(f"MLP rows: a fit of max_iter={mlp_max_iter} (epochs for adam, iterations for lbfgs). FGN rows: the "
            f"first step whose training objective is at or below that MLP's, fitted with max_iter set to it "
-           f"(reference runs capped at {args.fgn_max_iter} steps).")
+           f"(reference runs capped at {args.fgn_max_iter} steps, {cap(args, 'fgn')} for fgn).")
     report()
 
 
@@ -535,6 +543,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=1, help="timed fits are the best of this many")
     parser.add_argument("--fgn-max-iter", type=int, default=None, help="cap of the FGN reference runs "
                         f"(default 1000, --quick {QUICK['fgn_max_iter']})")
+    parser.add_argument("--plain-fgn-max-iter", type=int, default=None,
+                        help="cap of the plain 'fgn' reference run (default: --fgn-max-iter); its steps are the "
+                             "slowest, on every row")
     parser.add_argument("--sklearn-max-iter", type=int, default=None, help="max_iter of the tol 1e-10 "
                         f"scikit-learn runs (default 10000, --quick {QUICK['sklearn_max_iter']})")
     parser.add_argument("--sklearn-dtype", choices=["float64", "float32"], default="float64",
