@@ -121,6 +121,28 @@ def check_batch(theta, X, y, n_params: int, n_features: int, n_classes: int):
     return xp, theta, X, y
 
 
+def check_sample_weight(xp, sample_weight, n_samples: int, dtype):
+    """``sample_weight`` as a finite, non-negative ``(N,)`` array of ``dtype`` with a positive sum; ``None`` stays ``None``.
+
+    It lives on the batch's backend (``xp``), as ``X`` and ``y`` do.
+    """
+    if sample_weight is None:
+        return None
+    name = "sample_weight"
+    if get_namespace(sample_weight, names=(name,)) is not xp:
+        raise TypeError(f"`{name}` must live on the backend of `theta` and `X` ({xp.__name__}).")
+    if sample_weight.ndim != 1 or sample_weight.shape[0] != n_samples:
+        raise ValueError(f"`{name}` must have shape ({n_samples},); got {_shape_text(sample_weight)}.")
+    sw = _as_float(xp, sample_weight, name, dtype=numpy.float64)
+    _check_finite(xp, sw, name)
+    lo, total = (float(v) for v in (sw.min(), sw.sum()))
+    if lo < 0:
+        raise ValueError(f"`{name}` must be >= 0; got min {lo}.")
+    if not total > 0:
+        raise ValueError(f"`{name}` must have a positive sum; got {total}.")
+    return xp.ascontiguousarray(sw, dtype=dtype)
+
+
 def check_theta(xp, theta, n_params: int):
     """``theta`` as a finite float ``(P,)`` array."""
     if theta.ndim != 1 or theta.shape[0] != n_params:

@@ -45,18 +45,22 @@ from .step import _fgn_step, _penalty_quadratic
 def output_covariance(lin):
     """Eigen-decomposition ``(e, V)`` of ``Sigma = (1/N) sum_i f~_i f~_i^T`` of ``lin``'s output layer.
 
-    Built in float64 (``F^T F``, ``F^T 1`` and ``N``, never forming ``[F, 1]``);
-    ``e`` is clipped at 0 and both are returned in ``lin``'s dtype.
+    With sample weights ``1/N`` is ``c_i = s_i / sum_j s_j``. Built in float64
+    (``F^T F``, ``F^T 1`` and ``N``, never forming ``[F, 1]``); ``e`` is
+    clipped at 0 and both are returned in ``lin``'s dtype.
     """
     xp = lin.xp
     F, _ = lin._output_layer()
     n, f = F.shape
     F64 = xp.asarray(F, dtype=xp.float64)
+    # Fw = F with each row times its weight: F / N after the sums, or c_i f_i
+    c = lin.mean_weights
+    Fw, total = (F64, n) if c is None else (F64 * c.astype(xp.float64)[:, None], 1.0)
     Sigma = xp.empty((f + 1, f + 1), dtype=xp.float64)
-    Sigma[:f, :f] = F64.T @ F64
-    Sigma[:f, f] = Sigma[f, :f] = F64.sum(axis=0)
-    Sigma[f, f] = n
-    Sigma /= n
+    Sigma[:f, :f] = Fw.T @ F64
+    Sigma[:f, f] = Sigma[f, :f] = Fw.sum(axis=0)
+    Sigma[f, f] = n if c is None else xp.sum(c, dtype=xp.float64)
+    Sigma /= total
     e, V = xp.linalg.eigh(Sigma)
     return xp.maximum(e, 0).astype(lin.dtype), V.astype(lin.dtype)
 
@@ -94,7 +98,7 @@ class KroneckerDamping:
         self.n_features = F.shape[1]
         # beta_k = mean_i (1 - p_i) q_ik (1 - q_ik);  1 - p_i = -r_i
         Q = lin.competitor_probs
-        self.beta = xp.matmul(-lin.residual, Q * (1 - Q)) / dt(lin.n_samples)
+        self.beta = xp.matmul(lin._mean_rows(-lin.residual), Q * (1 - Q))
         # R_kd = 1 / (beta_k e_d + lambda + l2)
         self.R = 1 / (self.beta[:, None] * self.e[None, :] + dt(damping + l2))
         # elsewhere Lam_B = lambda + l2 M

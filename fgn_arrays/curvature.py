@@ -2,7 +2,8 @@
 
 Conventions
 -----------
-All three are mean-scaled and include neither ``l2`` nor damping. With
+All three are mean-scaled (with sample weights ``s``, ``1/N`` below
+becomes ``c_i = s_i / sum_j s_j``) and include neither ``l2`` nor damping. With
 ``Jz_i = dZ_i/dtheta``, ``J_i = u_i^T Jz_i``, ``p̂_i = softmax(Z_i)``,
 ``p_i = p̂_{i,y_i}``, ``w_i = p_i (1 - p_i)`` and ``q_i`` the competitor softmax:
 
@@ -25,21 +26,21 @@ __all__ = ["dropped_matvec", "fgn_matvec", "ggn_matvec"]
 def _fgn(lin, v):
     # v -> J v -> w ⊙ J v -> J^T (w ⊙ J v) / N
     Jv = lin._margin_jvp(v)
-    return lin._margin_vjp(lin.curvature_weights * Jv) / lin.dtype.type(lin.n_samples)
+    return lin._mean_vjp(lin._margin_vjp, lin.curvature_weights * Jv)
 
 
 def _ggn(lin, v):
     # v -> Jz v -> (diag(p̂) - p̂ p̂^T) Jz v, row by row -> Jz^T (...) / N
     dZ = lin._logits_jvp(v)
     HdZ = kernels.softmax_cov_rows(lin.xp, lin.softmax, dZ)
-    return lin._logits_vjp(HdZ) / lin.dtype.type(lin.n_samples)
+    return lin._mean_vjp(lin._logits_vjp, HdZ)
 
 
 def _dropped(lin, v):
     # v -> Jz v -> (1 - p) ⊙ (diag(q) - q q^T) Jz v, row by row -> Jz^T (...) / N
     dZ = lin._logits_jvp(v)
     covdZ = kernels.softmax_cov_rows(lin.xp, lin.competitor_probs, dZ)
-    return lin._logits_vjp(kernels.scale_rows(lin.xp, covdZ, -lin.residual)) / lin.dtype.type(lin.n_samples)
+    return lin._mean_vjp(lin._logits_vjp, kernels.scale_rows(lin.xp, covdZ, -lin.residual))
 
 
 def fgn_matvec(lin, v):

@@ -4,13 +4,14 @@ Conventions
 -----------
 The objective is the one :func:`fgn_arrays.optim.minimize` minimizes,
 
-    L(theta) = (1/N) sum_i CE(Z_i, y_i) + (l2/2) ||theta_w||^2,
+    L(theta) = sum_i s_i CE(Z_i, y_i) / sum_i s_i + (l2/2) ||theta_w||^2,
 
-a *mean* cross-entropy plus a penalty on the weights only (biases are free).
-With ``C >= 3`` classes it is scikit-learn's multinomial
-``LogisticRegression(C=C_sk)`` objective divided by ``C_sk N``, hence
+a *mean* cross-entropy (weighted by ``s_i = sample_weight_i *
+class_weight[y_i]``, 1 without them) plus a penalty on the weights only
+(biases are free). With ``C >= 3`` classes it is scikit-learn's multinomial
+``LogisticRegression(C=C_sk)`` objective divided by ``C_sk sum_i s_i``, hence
 
-    l2 = 1 / (C_sk N)        (C_sk: LogisticRegression's C).
+    l2 = 1 / (C_sk sum_i s_i)     (C_sk: LogisticRegression's C; sum_i s_i = N unweighted).
 
 Two classes keep a softmax head with two rows ``W = [w_0; w_1]``. At the
 optimum ``w_0 = -w_1`` (their gradients are opposite), so the penalty
@@ -50,8 +51,9 @@ try:
     from sklearn.base import BaseEstimator, ClassifierMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils import check_random_state
+    from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import check_classification_targets
-    from sklearn.utils.validation import check_is_fitted
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
     try:
         from sklearn.utils.validation import validate_data
@@ -104,8 +106,10 @@ def fit_head(
     dtype="float32",
     seed=0,
     verbose=0,
+    sample_weight=None,
+    init=None,
 ):
-    """Train a fresh head on encoded labels: the core of :meth:`FGNClassifier.fit`.
+    """Train a head on encoded labels: the core of :meth:`FGNClassifier.fit`.
 
     Parameters
     ----------
@@ -124,6 +128,13 @@ def fit_head(
         Seed of ``head.init_params`` and ``random_state`` of
         :func:`fgn_arrays.optim.minimize` (curvature rows, mini-batch order).
         ``None`` draws fresh entropy: runs then differ.
+    sample_weight : numpy.ndarray, shape (N,), optional
+        Row weights (:func:`fgn_arrays.optim.minimize`).
+    init : (head, theta), optional
+        Start from these parameters (a warm start; ``theta`` is cast to
+        ``dtype`` and moved to ``device``) instead of a fresh head from
+        ``head.init_params(seed)``. ``damping`` is then the damping to
+        start with.
 
     Returns
     -------
@@ -131,9 +142,15 @@ def fit_head(
     result : OptimizeResult
         ``result.theta`` lives on ``device``.
     """
-    head = make_head(X.shape[1], n_classes, hidden, activation)
-    theta0 = head.init_params(seed=seed, dtype=check_dtype(dtype).name, device=device)
+    dtype = check_dtype(dtype)
+    if init is None:
+        head = make_head(X.shape[1], n_classes, hidden, activation)
+        theta0 = head.init_params(seed=seed, dtype=dtype.name, device=device)
+    else:
+        head, theta = init
+        theta0 = to_device(theta, device).astype(dtype)
     X_dev, y_dev = to_device(X, device), to_device(y, device)
+    sw_dev = None if sample_weight is None else to_device(sample_weight, device)
     result = minimize(
         head,
         theta0,
@@ -147,6 +164,7 @@ def fit_head(
         batch_size=batch_size,
         solver=solver,
         random_state=seed,
+        sample_weight=sw_dev,
         verbose=verbose,
     )
     return head, result
@@ -210,7 +228,21 @@ class FGNClassifier(*_BASES):
     l2 : float, default 1e-4
         Weight penalty of the *mean* loss: ``l2 = 1 / (C N)`` matches
         scikit-learn's multinomial ``LogisticRegression(C=C)`` on ``N``
-        samples (``2 / (C N)`` for its binary case; see Notes).
+        samples (``2 / (C N)`` for its binary case; see Notes). With sample
+        or class weights ``N`` becomes their sum ``sum_i s_i``, as in
+        scikit-learn.
+    class_weight : dict, "balanced" or None, default None
+        Weights of the classes, scikit-learn's definitions: a dict
+        ``{label: weight}`` (missing labels weigh 1), or ``"balanced"``,
+        ``n_samples / (n_classes * count(class))`` with the counts weighted
+        by ``sample_weight`` when it is given
+        (``sklearn.utils.class_weight.compute_class_weight``). Row ``i``
+        weighs ``sample_weight_i * class_weight[y_i]`` in the mean loss.
+    warm_start : bool, default False
+        A new :meth:`fit` starts from the fitted parameters and damping
+        (``theta_``, ``damping_``) instead of ``random_state``'s fresh
+        ones, when there are any; ``classes_``, the number of features and
+        the head must be the same (``ValueError`` otherwise).
     damping : float, default 1.0
         Initial Levenberg-Marquardt damping (> 0).
     max_iter : int, default 100
@@ -235,8 +267,12 @@ class FGNClassifier(*_BASES):
         Where data and parameters live while fitting and predicting;
         ``"auto"`` is the GPU when :func:`fgn_arrays.gpu_available`.
         Predictions always come back as NumPy arrays.
-    dtype : {"float32", "float64"}, default "float32"
-        Compute dtype of parameters and features.
+    dtype : {"float32", "float64"} or None, default None
+        Compute dtype of parameters and features. ``None``: float32 for
+        float32 input, float64 for anything else (as scikit-learn keeps
+        float32 and float64 input dtypes); a value forces that dtype.
+        Float32 halves memory and is about twice as fast, but may not reach
+        a small ``tol``.
     random_state : int, RandomState instance or None, default None
         Seed of all the randomness of a fit: the initial weights (an int is
         passed to ``head.init_params(seed=...)`` as is), the curvature rows
@@ -266,7 +302,10 @@ class FGNClassifier(*_BASES):
         Linear head only: ``W``; for two classes ``w_1 - w_0``, as
         scikit-learn's ``LogisticRegression``.
     intercept_ : numpy.ndarray, shape (C,), or (1,) for two classes
-        Linear head only: ``b``; for two classes ``b_1 - b_0``.
+        Linear head only: ``b``, centred (``sum_c b_c = 0``: softmax
+        ignores a common shift of the unpenalised biases; scikit-learn's
+        multinomial ``LogisticRegression`` centres them too); for two
+        classes ``b_1 - b_0``.
     coefs_ : list of numpy.ndarray
         Two-layer head only, as ``MLPClassifier``: ``[W1^T (D, H), W2^T (H, C)]``
         (``C = 2`` outputs for two classes).
@@ -280,6 +319,8 @@ class FGNClassifier(*_BASES):
         step's batch.
     objective_ : float
         Final objective on the full training data.
+    damping_ : float
+        Final damping (where ``warm_start`` resumes).
 
     Notes
     -----
@@ -319,8 +360,10 @@ class FGNClassifier(*_BASES):
         tol=1e-4,
         solver="auto",
         device="auto",
-        dtype="float32",
+        dtype=None,
         random_state=None,
+        class_weight=None,
+        warm_start=False,
         verbose=0,
     ):
         self.hidden = hidden
@@ -335,11 +378,13 @@ class FGNClassifier(*_BASES):
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
+        self.class_weight = class_weight
+        self.warm_start = warm_start
         self.verbose = verbose
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # Multiclass softmax on dense, finite features; no sample weights.
+        # Multiclass softmax on dense, finite features.
         tags.classifier_tags.multi_class = True
         tags.input_tags.sparse = False
         tags.input_tags.allow_nan = False
@@ -347,7 +392,7 @@ class FGNClassifier(*_BASES):
 
     # ---- fitting -------------------------------------------------------------
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the head to ``(X, y)`` by damped FGN steps.
 
         Parameters
@@ -356,21 +401,36 @@ class FGNClassifier(*_BASES):
             Dense features. CuPy arrays are copied to the host for validation.
         y : array-like, shape (N,)
             Class labels of any type, at least two distinct values.
+        sample_weight : array-like, shape (N,), optional
+            Non-negative row weights: the loss is ``sum_i s_i CE_i / sum_i
+            s_i`` (times ``class_weight[y_i]``). Integer weights fit as the
+            rows repeated; rows of weight 0 are left out.
 
         Returns
         -------
         self : FGNClassifier
         """
-        dtype = check_dtype(self.dtype)
+        dtype = None if self.dtype is None else check_dtype(self.dtype)
         device = resolve_device(self.device)
-        X, y = validate_data(self, _host(X), _host(y), dtype=dtype)
+        warm = self._warm_start_point()
+        # dtype None: float32 stays float32, anything else becomes float64
+        X, y = validate_data(self, _host(X), _host(y), dtype=[numpy.float64, numpy.float32] if dtype is None else dtype,
+                             reset=warm is None)
+        dtype = X.dtype if dtype is None else dtype
         check_classification_targets(y)
-        self.classes_, y_encoded = numpy.unique(y, return_inverse=True)
-        if self.classes_.shape[0] < 2:
+        classes, y_encoded = numpy.unique(y, return_inverse=True)
+        if classes.shape[0] < 2:
             raise ValueError(
                 f"FGNClassifier needs samples of at least 2 classes; got 1 class "
-                f"({self.classes_[:1].tolist()[0]!r}) in `y`."
+                f"({classes[:1].tolist()[0]!r}) in `y`."
             )
+        if warm is not None and not numpy.array_equal(classes, self.classes_):
+            raise ValueError(
+                f"warm_start=True needs the classes of the previous fit, {self.classes_.tolist()!r}; "
+                f"got {classes.tolist()!r}."
+            )
+        self.classes_ = classes
+        sample_weight = self._row_weights(X, y, y_encoded, sample_weight)
         head, result = fit_head(
             X,
             y_encoded.astype(numpy.int64),
@@ -379,7 +439,7 @@ class FGNClassifier(*_BASES):
             activation=self.activation,
             method=self.method,
             l2=self.l2,
-            damping=self.damping,
+            damping=self.damping if warm is None else self.damping_,
             max_iter=self.max_iter,
             batch_size=self.batch_size,
             tol=self.tol,
@@ -388,8 +448,15 @@ class FGNClassifier(*_BASES):
             dtype=dtype,
             seed=_seed(self.random_state),
             verbose=self.verbose,
+            sample_weight=sample_weight,
+            init=warm,
         )
+        # Softmax ignores a common shift of the output biases (they are not penalised): report
+        # the centred ones, as scikit-learn's multinomial LogisticRegression does.
+        output_bias = head.unflatten(result.theta)[-1]
+        output_bias -= output_bias.mean()
         self.head_, self.theta_, self.device_ = head, result.theta, device
+        self.damping_ = float(result.damping)
         self.n_iter_ = result.n_iter
         self.loss_curve_ = [float(v) for v in result.history["objective"]]
         self.objective_ = float(result.objective)
@@ -405,6 +472,30 @@ class FGNClassifier(*_BASES):
                 stacklevel=2,
             )
         return self
+
+    def _warm_start_point(self):
+        """``(head_, theta_)`` to resume from (``warm_start`` and a previous fit of the same head), else None."""
+        if not self.warm_start or not hasattr(self, "theta_"):
+            return None
+        head = self.head_
+        hidden = getattr(head, "n_hidden", None)
+        activation = getattr(head, "activation", self.activation)
+        if hidden != self.hidden or (hidden is not None and activation != self.activation):
+            raise ValueError(
+                f"warm_start=True needs the head of the previous fit ({head!r}); got hidden={self.hidden!r}, "
+                f"activation={self.activation!r}."
+            )
+        return head, self.theta_
+
+    def _row_weights(self, X, y, y_encoded, sample_weight):
+        """``sample_weight * class_weight[y]`` as a float64 NumPy array, or None when neither is given."""
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=numpy.float64, ensure_non_negative=True)
+        if self.class_weight is None:
+            return sample_weight
+        weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight)
+        per_row = weights[y_encoded]
+        return per_row if sample_weight is None else sample_weight * per_row
 
     def _set_public_params(self):
         # Host copies of the parameter blocks, in scikit-learn's names.

@@ -174,7 +174,7 @@ class _Method:
         """The point ``theta`` (default ``lin.theta + delta``) and the step, in one transfer of their scalars."""
         xp = lin.xp
         theta = lin.theta + solved.direction if theta is None else theta
-        new = lin.head._linearize(xp, theta, lin.X, lin.y)
+        new = lin._at(theta)
         g = _objective_grad(new, self.l2) if gradient else None
         pred, residual, f, *g_norm = host_floats(
             xp, *solved.scalars(), objective(new, self.l2), *([grad_norm(xp, g)] if gradient else [])
@@ -355,11 +355,11 @@ class Subspace:
     def point(self, coef):
         """``(linearization at theta + step(coef), its step's logit image or None)``."""
         lin = self.lin
-        head, xp, theta = lin.head, lin.xp, lin.theta + self.step(coef)
+        theta = lin.theta + self.step(coef)
         if self.images is None:
-            return head._linearize(xp, theta, lin.X, lin.y), None
+            return lin._at(theta), None
         image = self._combine(self.images, coef)
-        return head._linearization(xp, theta, lin.X, lin.y, lin.logits + image, None), image
+        return lin._at(theta, lin.logits + image), image
 
     def model_sums(self, at, l2):
         """The row sums behind :meth:`model`, one float64 vector left on the device.
@@ -371,7 +371,10 @@ class Subspace:
         """
         xp, dirs = at.xp, self.directions
         images = self.images if self.images is not None else [at._logits_jvp(d) for d in dirs]
-        sums = kernels.subspace_sums(xp, at.U, at.residual, at.y, images[0], images[-1])
+        # sample weights: rows weighted by N c_i, so that the sums over N stay the (weighted) means
+        c = at.mean_weights
+        weights = None if c is None else c * at.dtype.type(at.n_samples)
+        sums = kernels.subspace_sums(xp, at.U, at.residual, at.y, images[0], images[-1], weights)
         if not l2:
             return sums
         D = xp.stack(dirs)

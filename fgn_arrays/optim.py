@@ -44,7 +44,7 @@ from typing import Any
 import numpy
 
 from ._backend import host_floats
-from ._validation import check_batch, check_nonneg_scalar, check_positive_int
+from ._validation import check_batch, check_nonneg_scalar, check_positive_int, check_sample_weight
 from .heads._base import Head
 from .methods import AUTO_CURVATURE_ROWS, METHODS, RHO_GROW, evaluate, grad_norm, objective
 from .step import SOLVERS, _objective_grad
@@ -159,6 +159,7 @@ def minimize(
     solver="auto",
     curvature_rows="auto",
     random_state=0,
+    sample_weight=None,
     callback=None,
     verbose=0,
 ):
@@ -205,6 +206,15 @@ def minimize(
     random_state : int, numpy.random.Generator or None, default 0
         Seed of the mini-batch shuffling and of the curvature rows (the only
         randomness; the default makes runs repeatable).
+    sample_weight : array, shape (N,), optional
+        Row weights ``s_i >= 0`` (positive sum, on ``X``'s backend): the
+        objective becomes ``sum_i s_i loss_i / sum_i s_i + (l2/2)
+        ||theta_w||^2`` and the curvature weights ``s_i w_i / sum_i s_i``
+        (``docs/derivation.md``). Integer weights give the fit of the data
+        with each row repeated ``s_i`` times; rows of weight 0 are dropped
+        before the run (its curvature rows are drawn from the others).
+        scikit-learn's ``LogisticRegression(C=C_sk)`` with the same weights
+        is matched by ``l2 = 1 / (C_sk sum_i s_i)``.
     callback : callable, optional
         ``callback(theta, record)`` after every step, with ``record`` the
         step's history entry; returning ``True`` stops the run.
@@ -222,6 +232,11 @@ def minimize(
     if not isinstance(head, Head):
         raise TypeError(f"`head` must be a head such as fa.LinearHead; got {type(head).__name__}.")
     xp, theta, X, y = check_batch(theta0, X, y, head.n_params, head.n_features, head.n_classes)
+    sample_weight = check_sample_weight(xp, sample_weight, X.shape[0], theta.dtype)
+    if sample_weight is not None:
+        keep = sample_weight > 0
+        if not bool(keep.all()):
+            X, y, sample_weight = X[keep], y[keep], sample_weight[keep]
     if not isinstance(method, str):
         raise TypeError(f"`method` must be a string; got {type(method).__name__}.")
     if method not in METHODS:
@@ -247,8 +262,8 @@ def minimize(
     steps = METHODS[method](l2, solver, curvature_rows, rng)
     loop = _full_batch if batch_size is None or batch_size >= X.shape[0] else _mini_batch
     run = _Run(steps, lam, _Progress(verbose), callback)
-    theta, n_iter, converged, status = loop(run, head, xp, theta, X, y, max_iter, tol, batch_size, rng)
-    final = head._linearize(xp, theta, X, y)
+    theta, n_iter, converged, status = loop(run, head, xp, theta, X, y, sample_weight, max_iter, tol, batch_size, rng)
+    final = head._linearize(xp, theta, X, y, sample_weight)
     f, g_norm = host_floats(xp, objective(final, l2), grad_norm(xp, _objective_grad(final, l2)))
     if loop is _mini_batch and g_norm <= tol:
         status, converged = "converged: ||grad||_inf <= tol", True
@@ -294,8 +309,8 @@ class _Run:
         return point, accepted, rho, prop.step.predicted_decrease
 
 
-def _full_batch(run, head, xp, theta, X, y, max_iter, tol, batch_size, rng):
-    point = evaluate(head._linearize(xp, theta, X, y), run.method.l2)
+def _full_batch(run, head, xp, theta, X, y, sw, max_iter, tol, batch_size, rng):
+    point = evaluate(head._linearize(xp, theta, X, y, sw), run.method.l2)
     eps = float(numpy.finfo(theta.dtype).eps)
     rtol_min = max(CG_RTOL_MIN, math.sqrt(eps))
     stalled, rtol, g_prev = 0, None, None
@@ -317,13 +332,13 @@ def _full_batch(run, head, xp, theta, X, y, max_iter, tol, batch_size, rng):
     return point.lin.theta, max_iter, False, f"maxiter ({max_iter}) reached"
 
 
-def _mini_batch(run, head, xp, theta, X, y, max_iter, tol, batch_size, rng):
+def _mini_batch(run, head, xp, theta, X, y, sw, max_iter, tol, batch_size, rng):
     N = X.shape[0]
     for epoch in range(1, max_iter + 1):
         order = xp.asarray(rng.permutation(N))
         for start in range(0, N, batch_size):
             rows = order[start : start + batch_size]
-            point = evaluate(head._linearize(xp, theta, X[rows], y[rows]), run.method.l2)
+            point = evaluate(head._linearize(xp, theta, X[rows], y[rows], None if sw is None else sw[rows]), run.method.l2)
             theta = run.step(point, CG_RTOL_MAX, gradient=False)[0].lin.theta
             if run.stop:
                 return theta, epoch, False, "stopped by callback"

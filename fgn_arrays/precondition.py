@@ -169,9 +169,14 @@ def ggn_diagonal(lin):
     rest = xp.sum(R, axis=1)
     var_p = p * (1 - p)
     var_p[rows, m] = p[rows, m] * rest
+    # sample weights: row i counts c_i = s_i / sum_j s_j instead of 1/N
+    c = lin.mean_weights
+    n = N if c is None else 1
+    if c is not None:
+        var_p *= c[:, None]
     # output layer Z = F W^T + b: [(p̂ (1 - p̂))^T F^2, sum_i p̂_i (1 - p̂_i)] / N
     F, offset = lin._output_layer()
-    _layer_diagonal(xp, out[offset:], var_p, F)
+    _layer_diagonal(xp, out[offset:], var_p, F, n)
     if isinstance(head, TwoLayerHead):
         # q_ih = Var_{p̂_i}(W2[:, h]) about the pivot's row w_m = W2[m_i]: with
         # E1 = sum_k R_ik (W2_kh - w_mh)^2 and E2 = sum_k R_ik (W2_kh - w_mh),
@@ -186,14 +191,16 @@ def ggn_diagonal(lin):
         E1 -= E2 * E2
         # hidden layer h = X W1^T + b1: rows weighted by phi'(h)^2 q
         E1 *= xp.square(lin.activation_slopes)
-        _layer_diagonal(xp, out[:offset], E1, lin.X)
+        if c is not None:
+            E1 *= c[:, None]
+        _layer_diagonal(xp, out[:offset], E1, lin.X, n)
     return out
 
 
-def _layer_diagonal(xp, out, weights, F):
-    """``[weights^T F^2, sum_i weights_i] / N`` into ``out`` (a layer ``[W (K, F_dim), b (K)]``'s slice)."""
-    N, K = weights.shape
-    n = F.dtype.type(N)
+def _layer_diagonal(xp, out, weights, F, n):
+    """``[weights^T F^2, sum_i weights_i] / n`` into ``out`` (a layer ``[W (K, F_dim), b (K)]``'s slice)."""
+    K = weights.shape[1]
+    n = F.dtype.type(n)
     W_part = out[: K * F.shape[1]].reshape(K, F.shape[1])
     xp.matmul(weights.T, F * F, out=W_part)
     W_part /= n

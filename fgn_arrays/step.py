@@ -11,6 +11,7 @@ A step solves
 with ``G = G_FGN`` (:func:`fgn_step`) or ``G = G_GGN`` (:func:`ggn_step`).
 
 **Row space.** With ``A = S J``, ``S = diag(s)``, ``s_i = sqrt(w_i / N)``
+(``sqrt(c_i w_i)``, ``c_i = s_i / sum_j s_j``, with sample weights ``s``)
 and the damping ``Lam = damping I + l2 M`` (any SPD ``Lam``, e.g. the
 Kronecker damping of :mod:`fgn_arrays.compensation`), ``H = A^T A + Lam``.
 The gradient splits as ``g = A^T c + g_rest``, ``c_i = r_i / (N s_i)``
@@ -168,8 +169,8 @@ def _objective_grad(lin, l2):
 
 
 def _row_scales(lin):
-    """``s = sqrt(w / N)``, the diagonal of ``S`` in ``A = S J``, shape (N,)."""
-    return lin.xp.sqrt(lin.curvature_weights / lin.dtype.type(lin.n_samples))
+    """``s = sqrt(w / N)`` (``sqrt(c w)`` with sample weights), the diagonal of ``S`` in ``A = S J``, shape (N,)."""
+    return lin.xp.sqrt(lin._mean_rows(lin.curvature_weights))
 
 
 def _dot64(xp, a, b):
@@ -414,17 +415,19 @@ def _fgn_step(lin, lam, g, solver, rtol, maxiter, x0, *, own_gradient):
     full-batch gradient with a ``lin`` on a subsample of the rows)
     ``g_rest = g - A^T c``. Returns a :class:`_Solved`.
     """
-    xp, N = lin.xp, lin.n_samples
+    xp = lin.xp
     dt = lin.dtype.type
     s = _row_scales(lin)
     diag = lam.row_space_diag(s)
     # Rows whose curvature outweighs the damping (K_ii >= 2) carry their gradient in c:
-    # c_i = r_i / (N s_i) there, 0 elsewhere;  A^T c = (1/N) J^T (r on those rows)
+    # c_i = r_i / (N s_i) there (c_i r_i / s_i with sample weights), 0 elsewhere;
+    # A^T c = (1/N) J^T (r on those rows)
     split = diag >= 2
-    c = xp.where(split, lin.residual / (dt(N) * xp.where(split, s, 1)), 0)
+    r = lin._mean_rows(lin.residual)
+    c = xp.where(split, r / xp.where(split, s, 1), 0)
     if own_gradient:
         # g - A^T c = l2 M theta + (1/N) J^T (r on the other rows)
-        g_rest = lin._margin_vjp(xp.where(split, 0, lin.residual)) / dt(N)
+        g_rest = lin._margin_vjp(xp.where(split, 0, r))
         if lam.l2:
             g_rest += dt(lam.l2) * lin.weight_mask * lin.theta
     else:

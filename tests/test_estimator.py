@@ -15,6 +15,7 @@ sklearn = pytest.importorskip("sklearn")
 
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from conftest import HAS_GPU
@@ -56,8 +57,29 @@ def tolerate_convergence_warning():
 # scikit-learn's own common tests ignore ConvergenceWarning (their data are
 # tiny and often separable, so a weakly penalised fit stops at max_iter);
 # warnings are errors in this suite, so do the same here.
+# The sample-weight equivalence check compares a fit with integer weights and one
+# with the rows repeated to 1e-7 in predict_proba: both must reach the optimum to
+# far below the default tol=1e-4 (on its 15 nearly separable rows, the default
+# l2=1e-4 leaves the two runs stopping at different points), and a two-layer head
+# has local optima. The FGN methods converge linearly and stop where the
+# objective no longer changes in float64 (||grad|| ~ 1e-9 here, logits agreeing
+# to ~5e-8), so the instance that runs it takes exact Newton steps ("ggn-pcg")
+# to tol=1e-12; the equivalence of every method is tested in test_sample_weight.py.
+TIGHT = FGNClassifier(method="ggn-pcg", l2=0.1, tol=1e-12, max_iter=500)
+SAMPLE_WEIGHT_EQUIVALENCE = {
+    check: "stops at tol=1e-4 (or a local optimum) before predictions agree to 1e-7; run on the tol=1e-12 instance"
+    for check in ("check_sample_weight_equivalence_on_dense_data",)
+}
+
+
+def _expected_failures(estimator):
+    return {} if estimator is TIGHT else SAMPLE_WEIGHT_EQUIVALENCE
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks([FGNClassifier(), FGNClassifier(hidden=8, max_iter=30)])
+@parametrize_with_checks(
+    [FGNClassifier(), FGNClassifier(hidden=8, max_iter=30), TIGHT], expected_failed_checks=_expected_failures
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -168,17 +190,41 @@ def test_random_state_seeds_the_initial_parameters():
     X, y = softmax_problem()
     with pytest.warns(ConvergenceWarning, match="max_iter=0"):
         clf = FGNClassifier(device="cpu", random_state=3, max_iter=0).fit(X, y)
-    theta0 = fa.LinearHead(X.shape[1], 4).init_params(seed=3)
+    theta0 = fa.LinearHead(X.shape[1], 4).init_params(seed=3, dtype="float64")  # zero biases: centred already
     numpy.testing.assert_array_equal(fa.to_numpy(clf.theta_), theta0)
     a = FGNClassifier(device="cpu", random_state=1).fit(X, y)
     b = FGNClassifier(device="cpu", random_state=1).fit(X, y)
     numpy.testing.assert_array_equal(a.coef_, b.coef_)
 
 
-def test_dtype_float64():
+@pytest.mark.parametrize(
+    "data_dtype, dtype, expected",
+    [
+        (numpy.float64, None, numpy.float64),
+        (numpy.float32, None, numpy.float32),
+        (numpy.int64, None, numpy.float64),  # as scikit-learn: anything but float32 becomes float64
+        (numpy.float64, "float32", numpy.float32),
+        (numpy.float32, "float64", numpy.float64),
+    ],
+)
+def test_dtype_follows_the_input_unless_forced(data_dtype, dtype, expected):
+    X, y = softmax_problem(n_samples=100)
+    X = (X * 10).astype(data_dtype)
+    with tolerate_convergence_warning():
+        clf = FGNClassifier(hidden=None, device="cpu", dtype=dtype, max_iter=3).fit(X, y)
+    assert clf.theta_.dtype == expected and clf.coef_.dtype == expected and clf.intercept_.dtype == expected
+    two = FGNClassifier(hidden=3, device="cpu", dtype=dtype, max_iter=1)
+    with tolerate_convergence_warning():
+        assert all(w.dtype == expected for w in two.fit(X, y).coefs_)
+
+
+def test_output_biases_are_centred():
     X, y = softmax_problem()
-    clf = FGNClassifier(device="cpu", dtype="float64", random_state=0).fit(X.astype(numpy.float32), y)
-    assert clf.theta_.dtype == numpy.float64 and clf.coef_.dtype == numpy.float64
+    for hidden in (None, 3):
+        with tolerate_convergence_warning():
+            clf = FGNClassifier(hidden=hidden, device="cpu", max_iter=5).fit(X, y)
+        b = clf.intercept_ if hidden is None else clf.intercepts_[1]
+        assert abs(b.sum()) < 1e-12 * numpy.abs(b).sum() and numpy.abs(b).max() > 1e-3
 
 
 def test_max_iter_reached_warns():
@@ -399,3 +445,106 @@ def test_missing_sklearn_gives_clear_import_error():
         """
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# ---- sample weights, class weights, warm start ------------------------------------
+
+
+def imbalanced_problem(n_samples=300, n_features=6, seed=1):
+    """Labels of four classes in proportions about 8:4:2:1 (so that class weights matter)."""
+    rng = numpy.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_features))
+    W = rng.standard_normal((4, n_features))
+    Z = X @ W.T + numpy.log([8.0, 4.0, 2.0, 1.0]) + rng.gumbel(size=(n_samples, 4))
+    return X, numpy.argmax(Z, axis=1)
+
+
+def weighted_objective(W, b, X, y, s, l2):
+    """``sum_i s_i CE_i / sum_i s_i + (l2/2) ||W||^2`` in float64 (reference, as :func:`objective`)."""
+    Z = X @ W.T + b
+    ce = scipy.special.logsumexp(Z, axis=1) - Z[numpy.arange(len(y)), y]
+    return float(s @ ce / s.sum() + 0.5 * l2 * numpy.sum(W**2))
+
+
+@pytest.mark.parametrize("class_weight", ["balanced", {0: 0.5, 2: 3.0}])
+@pytest.mark.parametrize("with_sample_weight", [False, True])
+def test_class_weight_reaches_logistic_regressions_optimum(class_weight, with_sample_weight):
+    X, y = imbalanced_problem()
+    sw = numpy.random.default_rng(2).uniform(0.2, 2.0, len(y)) if with_sample_weight else None
+    C_sk = 0.5
+    lr = LogisticRegression(C=C_sk, class_weight=class_weight, tol=1e-10, max_iter=10_000).fit(X, y, sample_weight=sw)
+    # the rows' weights by scikit-learn's own definition, and l2 = 1 / (C_sk sum_i s_i)
+    per_class = compute_class_weight(class_weight, classes=numpy.arange(4), y=y, sample_weight=sw)
+    s = per_class[y] * (1.0 if sw is None else sw)
+    l2 = 1.0 / (C_sk * s.sum())
+    clf = FGNClassifier(l2=l2, class_weight=class_weight, tol=TIGHT_TOL, max_iter=300, device="cpu")
+    clf.fit(X, y, sample_weight=sw)
+    ours = weighted_objective(clf.coef_, clf.intercept_, X, y, s, l2)
+    theirs = weighted_objective(lr.coef_, lr.intercept_, X, y, s, l2)
+    assert ours == pytest.approx(theirs, rel=1e-6) and ours <= theirs * (1 + 1e-9)
+    assert ours == pytest.approx(clf.objective_, rel=1e-9)
+    numpy.testing.assert_allclose(clf.coef_, lr.coef_, atol=1e-4)
+    numpy.testing.assert_allclose(clf.intercept_, lr.intercept_, atol=1e-4)  # both centred
+
+
+def test_sample_weight_integer_equals_repeated_rows_and_zero_drops():
+    X, y = softmax_problem(n_samples=120)
+    sw = numpy.random.default_rng(3).integers(0, 4, len(y))
+    kwargs = dict(l2=1e-2, tol=TIGHT_TOL, max_iter=300, device="cpu")
+    weighted = FGNClassifier(**kwargs).fit(X, y, sample_weight=sw)
+    repeated = FGNClassifier(**kwargs).fit(numpy.repeat(X, sw, axis=0), numpy.repeat(y, sw))
+    numpy.testing.assert_allclose(weighted.coef_, repeated.coef_, rtol=0, atol=1e-6 * numpy.abs(repeated.coef_).max())
+    numpy.testing.assert_allclose(weighted.intercept_, repeated.intercept_, rtol=0, atol=1e-6)
+    assert weighted.objective_ == pytest.approx(repeated.objective_, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    "sample_weight, match",
+    [
+        (-numpy.ones(50), "sample_weight"),
+        (numpy.ones(49), "sample_weight"),
+        (numpy.r_[numpy.nan, numpy.ones(49)], "sample_weight"),
+        (numpy.zeros(50), "Sample weights must contain at least one non-zero number"),  # scikit-learn's check
+    ],
+)
+def test_bad_sample_weight_raises_naming_it(sample_weight, match):
+    X, y = softmax_problem(n_samples=50)
+    with pytest.raises(ValueError, match=match):
+        FGNClassifier(device="cpu").fit(X, y, sample_weight=sample_weight)
+
+
+def test_class_weight_with_an_unknown_label_raises():
+    X, y = softmax_problem(n_samples=50)
+    with pytest.raises(ValueError, match=r"are not in class_weight"):
+        FGNClassifier(device="cpu", class_weight={7: 2.0}).fit(X, y)
+
+
+def test_warm_start_resumes_and_needs_fewer_steps():
+    X, y = softmax_problem(n_samples=400)
+    kwargs = dict(tol=1e-6, max_iter=300, device="cpu")
+    clf = FGNClassifier(l2=1e-3, warm_start=True, **kwargs).fit(X, y)
+    theta, damping = clf.theta_.copy(), clf.damping_
+    # max_iter=0: the refit stays where the fit ended (no fresh initialisation)
+    with pytest.warns(ConvergenceWarning):
+        clf.set_params(max_iter=0).fit(X, y)
+    numpy.testing.assert_array_equal(clf.theta_, theta)
+    assert clf.damping_ == damping
+    warm = clf.set_params(l2=1.2e-3, max_iter=300).fit(X, y)
+    cold = FGNClassifier(l2=1.2e-3, **kwargs).fit(X, y)
+    assert warm.n_iter_ < cold.n_iter_ / 2, (warm.n_iter_, cold.n_iter_)
+    assert warm.objective_ == pytest.approx(cold.objective_, rel=1e-8)
+    # without warm_start a refit starts afresh, and takes as long as the first fit
+    again = FGNClassifier(l2=1.2e-3, **kwargs).fit(X, y).fit(X, y)
+    assert again.n_iter_ == cold.n_iter_
+
+
+def test_warm_start_needs_the_same_problem():
+    X, y = softmax_problem(n_samples=100)
+    with tolerate_convergence_warning():
+        clf = FGNClassifier(warm_start=True, device="cpu", max_iter=2).fit(X, y)
+        with pytest.raises(ValueError, match="warm_start=True needs the classes of the previous fit"):
+            clf.fit(X, numpy.where(y == 3, 2, y))
+        with pytest.raises(ValueError, match="X has 5 features, but FGNClassifier is expecting 6 features"):
+            clf.fit(X[:, :5], y)
+        with pytest.raises(ValueError, match="warm_start=True needs the head of the previous fit"):
+            clf.set_params(hidden=4).fit(X, y)

@@ -7,7 +7,9 @@ in row-major order. A :class:`Linearization` caches the forward pass at
 ``(theta, X, y)``; its products are with the per-example *margin* Jacobian
 ``J (N, P)`` (``J_i = d m_i / d theta``) and the *logit* Jacobian
 ``Jz (N, C, P)``, never formed. Sums over examples are plain sums: the
-``1/N`` of the mean loss is applied by the callers (``grad``, curvature).
+weights of the mean loss (``1/N``, or ``s_i / sum_j s_j`` with sample
+weights) are applied by the callers (``grad``, curvature) through
+:meth:`Linearization._mean_rows`.
 
 A head subclass implements ``_init_scales``, ``_logits`` and
 ``_linearization``; its Linearization subclass implements ``_logits_jvp``,
@@ -25,7 +27,14 @@ import numpy
 
 from .. import kernels
 from .._backend import get_namespace, namespace_for_device
-from .._validation import check_batch, check_dtype, check_nonneg_scalar, check_positive_int, check_vector
+from .._validation import (
+    check_batch,
+    check_dtype,
+    check_nonneg_scalar,
+    check_positive_int,
+    check_sample_weight,
+    check_vector,
+)
 from ..margin import MarginStats, _margin_stats
 
 
@@ -117,7 +126,7 @@ class Head:
         xp, theta, X, _ = check_batch(theta, X, None, self.n_params, self.n_features, self.n_classes)
         return self._logits(xp, theta, X)[0]
 
-    def linearize(self, theta, X, y):
+    def linearize(self, theta, X, y, sample_weight=None):
         """Cache the forward pass at ``(theta, X, y)`` and return its :class:`Linearization`.
 
         Parameters
@@ -127,14 +136,21 @@ class Head:
         X : array, shape (N, D)
         y : array of int, shape (N,)
             Labels in ``[0, C)``.
+        sample_weight : array, shape (N,), optional
+            Weights ``s_i >= 0`` with a positive sum, on the backend of
+            ``X``: the loss becomes ``sum_i s_i loss_i / sum_i s_i`` and the
+            curvature weights ``s_i w_i / sum_i s_i``. ``None``: the mean.
         """
         xp, theta, X, y = check_batch(theta, X, y, self.n_params, self.n_features, self.n_classes)
-        return self._linearize(xp, theta, X, y)
+        sample_weight = check_sample_weight(xp, sample_weight, X.shape[0], theta.dtype)
+        return self._linearize(xp, theta, X, y, sample_weight)
 
-    def _linearize(self, xp, theta, X, y):
+    def _linearize(self, xp, theta, X, y, sample_weight=None):
         # linearize on inputs already checked (solver loops: no pass over X per call)
         Z, cache = self._logits(xp, theta, X)
-        return self._linearization(xp, theta, X, y, Z, cache)
+        lin = self._linearization(xp, theta, X, y, Z, cache)
+        lin.sample_weight = sample_weight
+        return lin
 
 
 def _check_counts(n_features, n_classes):
@@ -156,7 +172,11 @@ class Linearization:
     stats : MarginStats
     U : array, shape (N, C)
         ``u_i = e_{y_i} - q_i = d m_i / d Z_i``.
+    sample_weight : array, shape (N,), or None
+        The rows' weights ``s_i`` in the loss (``None``: all equal).
     """
+
+    sample_weight = None
 
     def __init__(self, head, xp, theta, X, y, Z):
         self.head = head
@@ -176,6 +196,7 @@ class Linearization:
         """
         new = object.__new__(type(self))
         new.head, new.xp, new.theta = self.head, self.xp, self.theta
+        new.sample_weight = None if self.sample_weight is None else self.sample_weight[rows]
         new.X, new.y, new.logits, new.U = self.X[rows], self.y[rows], self.logits[rows], self.U[rows]
         st = self.stats
         new.stats = MarginStats(st.margin[rows], st.loss[rows], st.prob_true[rows], st.lse_rest[rows])
@@ -184,6 +205,40 @@ class Linearization:
 
     def _take_cache(self, new, rows):
         """Copy a subclass's own row-wise forward caches onto ``new`` (see :meth:`_take`)."""
+
+    def _at(self, theta, logits=None):
+        """The linearization at ``theta`` on the same rows and sample weights.
+
+        ``logits``, when given, are the logits at ``theta`` (an affine head's
+        trial point): no forward pass, and no forward caches.
+        """
+        if logits is None:
+            return self.head._linearize(self.xp, theta, self.X, self.y, self.sample_weight)
+        new = self.head._linearization(self.xp, theta, self.X, self.y, logits, None)
+        new.sample_weight = self.sample_weight
+        return new
+
+    @functools.cached_property
+    def mean_weights(self):
+        """``c_i = s_i / sum_j s_j``, the rows' weights in the loss, shape (N,); ``None`` for ``1/N``."""
+        if self.sample_weight is None:
+            return None
+        xp = self.xp
+        total = xp.sum(self.sample_weight, dtype=xp.float64)
+        return (self.sample_weight / total).astype(self.dtype)
+
+    def _mean_rows(self, a):
+        """``a`` (shape ``(N, ...)``) with each row times its weight in the loss: ``a / N``, or ``c_i a_i``."""
+        c = self.mean_weights
+        if c is None:
+            return a / self.dtype.type(self.n_samples)
+        return a * c.reshape((-1,) + (1,) * (a.ndim - 1))
+
+    def _mean_vjp(self, vjp, a):
+        """``vjp`` of ``a``'s rows weighted as in the loss: ``vjp(a) / N`` (one scaling of ``(P,)``), or ``vjp(c ⊙ a)``."""
+        if self.sample_weight is None:
+            return vjp(a) / self.dtype.type(self.n_samples)
+        return vjp(self._mean_rows(a))
 
     @property
     def n_samples(self) -> int:
@@ -235,18 +290,22 @@ class Linearization:
 
     @functools.cached_property
     def loss(self) -> float:
-        """Mean softmax cross-entropy (a Python float)."""
+        """Mean softmax cross-entropy, weighted by ``sample_weight`` when given (a Python float)."""
         return float(self._mean_loss)
 
     @functools.cached_property
     def _mean_loss(self):
-        """Mean softmax cross-entropy as a 0-d float64 array, left on the device."""
-        return self.xp.mean(self.stats.loss, dtype=self.xp.float64)
+        """Mean softmax cross-entropy (weighted) as a 0-d float64 array, left on the device."""
+        xp, s = self.xp, self.sample_weight
+        if s is None:
+            return xp.mean(self.stats.loss, dtype=xp.float64)
+        s64 = s.astype(xp.float64)
+        return xp.dot(s64, self.stats.loss.astype(xp.float64)) / xp.sum(s64)
 
     @functools.cached_property
     def grad(self):
-        """Gradient of the mean cross-entropy, ``(1/N) J^T r``, shape (P,)."""
-        return self._margin_vjp(self.residual) / self.dtype.type(self.n_samples)
+        """Gradient of the mean (weighted) cross-entropy, ``J^T (c ⊙ r)`` (``c_i = 1/N``), shape (P,)."""
+        return self._mean_vjp(self._margin_vjp, self.residual)
 
     # ---- public products (checked), then the unchecked ones solvers call ------
 

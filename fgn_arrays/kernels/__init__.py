@@ -123,7 +123,7 @@ def softmax_cov_rows(xp, P, V):
     return out
 
 
-def subspace_sums(xp, U, r, y, A, B):
+def subspace_sums(xp, U, r, y, A, B, weights=None):
     """Slope and GGN of the summed cross-entropy along the logit directions ``A`` and ``B``.
 
     ``U`` is ``e_y - q`` and ``r`` the residual ``-(1 - p)`` at the point;
@@ -131,14 +131,17 @@ def subspace_sums(xp, U, r, y, A, B):
     (left on the device: the caller moves it to the host with its other scalars):
     ``[sum_i g_i . A_i, sum_i g_i . B_i, sum_i A_i^T H_i A_i, sum_i A_i^T H_i B_i, sum_i B_i^T H_i B_i]``
     with ``g_i = softmax(Z_i) - e_{y_i}`` and ``H_i = diag(softmax) - softmax softmax^T``
-    (see ``kernels.cpu.subspace_rows``).
+    (see ``kernels.cpu.subspace_rows``). ``weights`` ``(N,)``, when given,
+    weighs the rows of each sum.
     """
     out = xp.empty((U.shape[0], 5), dtype=xp.float64)
     if _on_cpu(xp):
         _run_cpu(cpu.subspace_rows, U.size, U, r, y, A, B, out)
     else:
         _gpu().subspace_rows(U, r, y, A, B, out)
-    return out.sum(axis=0)
+    if weights is None:
+        return out.sum(axis=0)
+    return xp.asarray(weights, dtype=xp.float64) @ out
 
 
 ACTIVATIONS = {"tanh": cpu.TANH, "relu": cpu.RELU, "gelu": cpu.GELU}
