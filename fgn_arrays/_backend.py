@@ -182,13 +182,49 @@ def namespace_for_device(device: str):
         return numpy
     if device == "gpu":
         if not gpu_available():
-            raise RuntimeError(
-                "`device` is 'gpu' but CuPy or a CUDA GPU is not available. Install the GPU "
-                "extra that matches the CUDA driver: pip install 'fgn_arrays[gpu-cuda12]' or "
-                "'fgn_arrays[gpu-cuda13]'."
-            )
+            raise RuntimeError(_gpu_missing_message())
         return gpu_backend().xp
     raise ValueError(f"`device` must be 'cpu' or 'gpu'; got {device!r}.")
+
+
+def _gpu_missing_message() -> str:
+    """Why ``device="gpu"`` cannot run, and which GPU extra to install (by the driver's CUDA version)."""
+    import importlib.util
+
+    try:
+        has_cupy = importlib.util.find_spec("cupy") is not None
+    except (ImportError, ValueError):
+        has_cupy = False
+    why = "CuPy is not installed" if not has_cupy else "CuPy is installed but sees no CUDA GPU"
+    version = _driver_cuda_version()
+    if version is None:
+        driver = "no CUDA driver was found here; nvidia-smi shows a driver's CUDA version"
+    elif version[0] >= 12:
+        driver = f"this driver supports CUDA {version[0]}.{version[1]}: gpu-cuda{min(version[0], 13)}"
+    else:
+        driver = f"this driver supports CUDA {version[0]}.{version[1]} only; both extras need CUDA 12 or later"
+    return (
+        f"`device` is 'gpu' but a GPU is not available: {why}. Install the GPU extra that matches "
+        f"the CUDA driver: pip install 'fgn_arrays[gpu-cuda12]' or 'fgn_arrays[gpu-cuda13]' ({driver})."
+    )
+
+
+def _driver_cuda_version():
+    """``(major, minor)`` CUDA version of the installed NVIDIA driver (``cuDriverGetVersion``), or None."""
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            libcuda = ctypes.CDLL(name)
+        except OSError:
+            continue
+        version = ctypes.c_int(0)
+        try:
+            status = libcuda.cuDriverGetVersion(ctypes.byref(version))
+        except AttributeError:
+            return None
+        return (version.value // 1000, version.value % 1000 // 10) if status == 0 and version.value > 0 else None
+    return None
 
 
 def to_device(x, device: str):

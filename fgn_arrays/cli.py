@@ -6,10 +6,13 @@ Commands
     Trains an FGN softmax head on the bundled WordNet-gloss features, with a
     stratified 80/20 split, and prints objective, accuracies and time; next to
     scikit-learn's ``LogisticRegression`` at the same regularisation when
-    scikit-learn is installed.
+    scikit-learn is installed (the ``demo`` extra, ``pip install '.[demo]'``,
+    brings it).
 ``fgn-arrays fit DATA.npz --out MODEL.npz``
     Trains on the arrays ``X (N, D)`` and ``y (N,)`` of ``DATA.npz`` and saves
-    the model.
+    the model. The head is linear unless ``--hidden H`` or ``--head
+    two-layer`` is given (``--hidden H`` alone means a two-layer head, as
+    ``FGNClassifier(hidden=H)``).
 ``fgn-arrays predict MODEL.npz DATA.npz [--out PRED.npz]``
     Predicts the rows of ``DATA.npz``'s ``X``; prints the accuracy when the file
     also has ``y``.
@@ -21,7 +24,9 @@ so ``l2 = 1 / (C N)`` matches scikit-learn's multinomial
 ``LogisticRegression(C=C)`` on ``N`` training rows. Training runs through
 :func:`fgn_arrays.estimator.fit_head`, the scikit-learn-free core of
 :class:`fgn_arrays.FGNClassifier`: the commands need scikit-learn only for
-the demo's comparison (and its train/test split, which falls back to NumPy).
+the demo's comparison row. The demo's train/test split is this module's own
+(:func:`stratified_split`, seeded), so it is the same with and without
+scikit-learn.
 ``fit`` and ``demo`` take ``--method`` (``minimize``'s ``method``) and print
 one progress line per step, whose columns ``--help`` explains.
 
@@ -79,8 +84,11 @@ progress (one line per step, unless --quiet):
   |grad|_inf  largest absolute entry of that objective's gradient before the step; full-batch
               training stops when it is <= tol (fit: --tol; demo: 1e-4, as LogisticRegression)
   damping     the Levenberg-Marquardt damping lambda the step was solved with
-  rho         gain ratio: actual / predicted decrease of the unit step (0 when no decrease is
-              predicted); rho < 0.25 doubles lambda for the next step, rho > 0.5 divides it by 10
+  rho         gain ratio: actual / predicted decrease of the unit step; 0 when no decrease is
+              predicted (never nan). It sets the next step's lambda: for --method fgn, rho < 0.25
+              doubles it and rho > 0.5 divides it by 10; for the other methods (Nielsen's rule)
+              lambda *= max(1/10, 1 - (2 rho - 1)^3) when rho > 0, else lambda *= 2, 4, 8, ...
+              over consecutive rejections
   cg          conjugate-gradient iterations of the step's solve (row space; parameter space
               for ggn-pcg; 0 for a Cholesky solve)
   step        accepted (the objective decreased) or rejected (theta unchanged)
@@ -124,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on the bundled WordNet-gloss features and compare with scikit-learn",
         description=(
             "Train a linear FGN head on the bundled WordNet-gloss features (stratified 80/20 "
-            "split) and print objective, train and test accuracy and time, next to "
-            "scikit-learn's LogisticRegression(solver='newton-cg') at the same "
-            "regularisation when scikit-learn is installed."
+            "split, seeded, the same with and without scikit-learn) and print objective, train "
+            "and test accuracy and time, next to scikit-learn's "
+            "LogisticRegression(solver='newton-cg') at the same regularisation when "
+            "scikit-learn is installed (pip install '.[demo]')."
         ),
         epilog=PROGRESS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -141,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=METHOD_HELP)
     demo.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     demo.add_argument("--no-sklearn", action="store_true",
-                      help="skip the scikit-learn LogisticRegression comparison")
+                      help="skip the scikit-learn LogisticRegression comparison (it runs when "
+                           "scikit-learn is installed: pip install '.[demo]')")
     demo.add_argument("--quiet", action="store_true", help="no per-step progress lines")
     demo.set_defaults(run=run_demo)
 
@@ -154,9 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("data", metavar="DATA.npz")
     fit.add_argument("--out", required=True, metavar="MODEL.npz", help="where to save the model")
-    fit.add_argument("--head", choices=HEAD_KINDS, default="linear")
+    fit.add_argument("--head", choices=HEAD_KINDS, default=None,
+                     help="linear or two-layer (default: two-layer when --hidden is given, "
+                          "else linear)")
     fit.add_argument("--hidden", type=int, default=None, metavar="H",
-                     help="hidden units of the two-layer head (default 64)")
+                     help="hidden units of a two-layer head; alone it means --head two-layer, as "
+                          "FGNClassifier(hidden=H) (default 64 with --head two-layer)")
     fit.add_argument("--activation", choices=ACTIVATIONS, default="tanh",
                      help="activation of the two-layer head (default tanh)")
     fit.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=METHOD_HELP)
@@ -215,8 +228,11 @@ def run_fit(args) -> int:
             f"--solver {args.solver} does not go with --method {args.method}: fgn takes auto, cg or "
             "cholesky; fgn-compensated auto or cg; ggn-pcg auto."
         ) from None
+    # As FGNClassifier(hidden=H): --hidden alone means a two-layer head.
+    if args.head is None:
+        args.head = "linear" if args.hidden is None else "two-layer"
     if args.head == "linear" and args.hidden is not None:
-        raise InputError("--hidden applies to --head two-layer only.")
+        raise InputError(f"--hidden {args.hidden} gives a two-layer head; it does not go with --head linear.")
     hidden = (args.hidden or 64) if args.head == "two-layer" else None
     device = device_for(args.device)
     check_writable(args.out)
@@ -307,7 +323,7 @@ def run_demo(args) -> int:
     sklearn = None if args.no_sklearn else import_sklearn()
 
     data = load_wordnet_glosses(min_per_class=args.min_per_class)
-    train, test = stratified_split(data.y, test_size=0.2, seed=0, use_sklearn=sklearn is not None)
+    train, test = stratified_split(data.y, test_size=0.2, seed=0)
     X_train, y_train, X_test, y_test = data.X[train], data.y[train], data.X[test], data.y[test]
     N, D = X_train.shape
     C = data.n_classes
@@ -349,7 +365,7 @@ def run_demo(args) -> int:
         test_acc = numpy.mean(numpy.argmax(Z_test, axis=1) == y_test)
         print(f"{name:<28} {objective:>17.6f} {train_acc:>9.4f} {test_acc:>8.4f} {seconds:>8.2f}")
     if sklearn is None and not args.no_sklearn:
-        print("(install scikit-learn to compare with LogisticRegression)")
+        print("(scikit-learn is not installed: pip install '.[demo]' adds the LogisticRegression row)")
     return 0
 
 
@@ -366,28 +382,20 @@ def import_sklearn():
     try:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import train_test_split
     except ImportError:
         return None
-    return argparse.Namespace(
-        ConvergenceWarning=ConvergenceWarning,
-        LogisticRegression=LogisticRegression,
-        train_test_split=train_test_split,
-    )
+    return argparse.Namespace(ConvergenceWarning=ConvergenceWarning, LogisticRegression=LogisticRegression)
 
 
-def stratified_split(y, test_size=0.2, seed=0, use_sklearn=True):
-    """Row indices ``(train, test)``, each class split in proportion.
+def stratified_split(y, test_size=0.2, seed=0):
+    """Row indices ``(train, test)``, each sorted, each class split in proportion.
 
-    scikit-learn's ``train_test_split(stratify=y, random_state=seed)`` when
-    ``use_sklearn`` (and installed); otherwise NumPy: in each class,
-    ``round(test_size * n_c)`` rows drawn at random go to the test set.
+    In each class (in the order of ``numpy.unique(y)``), ``round(test_size *
+    n_c)`` rows drawn by ``numpy.random.default_rng(seed)`` go to the test
+    set, the rest to the training set. NumPy only, so the split is the same
+    whether or not scikit-learn is installed.
     """
     rows = numpy.arange(len(y))
-    sklearn = import_sklearn() if use_sklearn else None
-    if sklearn is not None:
-        train, test = sklearn.train_test_split(rows, stratify=y, test_size=test_size, random_state=seed)
-        return numpy.sort(train), numpy.sort(test)
     rng = numpy.random.default_rng(seed)
     test = []
     for label in numpy.unique(y):

@@ -140,7 +140,8 @@ def fit_head(
     -------
     head : LinearHead or TwoLayerHead
     result : OptimizeResult
-        ``result.theta`` lives on ``device``.
+        ``result.theta`` lives on ``device``; its output biases are centred
+        (``sum_c b_c = 0``, which softmax cannot tell from any other shift).
     """
     dtype = check_dtype(dtype)
     if init is None:
@@ -167,6 +168,10 @@ def fit_head(
         sample_weight=sw_dev,
         verbose=verbose,
     )
+    # Softmax ignores a common shift of the output biases (they are not penalised): the
+    # centred ones, as scikit-learn's multinomial LogisticRegression reports them.
+    output_bias = head.unflatten(result.theta)[-1]
+    output_bias -= output_bias.mean()
     return head, result
 
 
@@ -451,10 +456,6 @@ class FGNClassifier(*_BASES):
             sample_weight=sample_weight,
             init=warm,
         )
-        # Softmax ignores a common shift of the output biases (they are not penalised): report
-        # the centred ones, as scikit-learn's multinomial LogisticRegression does.
-        output_bias = head.unflatten(result.theta)[-1]
-        output_bias -= output_bias.mean()
         self.head_, self.theta_, self.device_ = head, result.theta, device
         self.damping_ = float(result.damping)
         self.n_iter_ = result.n_iter

@@ -3,12 +3,13 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy
 import pytest
 from conftest import HAS_GPU
 
-from fgn_arrays import cli
+from fgn_arrays import _backend, cli
 from fgn_arrays.estimator import head_logits, make_head
 
 LABELS = numpy.array(["ant", "bee", "cat"])
@@ -87,6 +88,21 @@ def test_fit_two_layer_and_predict_in_process(tmp_path, data, capsys):
     assert err.startswith("accuracy ") and err.count("\n") == 1  # the summary on stderr
 
 
+def test_hidden_alone_means_two_layer(tmp_path, data, capsys):
+    # As FGNClassifier(hidden=H): --hidden without --head is a two-layer head.
+    model = tmp_path / "m.npz"
+    argv = ["fit", str(data[0]), "--out", str(model), "--hidden", "5", "--max-iter", "3", "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 0
+    assert "training a two-layer head (D=4, H=5, C=3)" in capsys.readouterr().out
+    with numpy.load(model) as m:
+        assert str(m["head"]) == "two-layer" and int(m["n_hidden"]) == 5
+        assert m["theta"].shape == (make_head(4, 3, 5).n_params,)
+    # and no --hidden, no --head: linear
+    assert cli.main(["fit", str(data[0]), "--out", str(model), "--max-iter", "3", "--device", "cpu", "--quiet"]) == 0
+    with numpy.load(model) as m:
+        assert str(m["head"]) == "linear" and int(m["n_hidden"]) == 0
+
+
 def test_predict_without_y(tmp_path, model, data, capsys):
     X = data[1]
     path = tmp_path / "x_only.npz"
@@ -97,7 +113,8 @@ def test_predict_without_y(tmp_path, model, data, capsys):
 
 
 def test_fit_matches_fgnclassifier(tmp_path, data):
-    # The command line and FGNClassifier share one training core: same seed, same parameters.
+    # The command line and FGNClassifier share one training core: same seed, same parameters
+    # (output biases centred by both).
     pytest.importorskip("sklearn")
     from fgn_arrays import FGNClassifier
 
@@ -108,6 +125,7 @@ def test_fit_matches_fgnclassifier(tmp_path, data):
     clf = FGNClassifier(l2=0.01, max_iter=15, random_state=4, device="cpu").fit(X, y)
     with numpy.load(model) as m:
         numpy.testing.assert_array_equal(m["theta"], clf.theta_)
+        assert abs(float(m["theta"][-3:].sum())) < 1e-6  # the 3 output biases, centred
 
 
 @pytest.mark.parametrize("method, solver", [("fgn-compensated", "cg"), ("fgn", "cholesky"), ("ggn-pcg", "auto")])
@@ -130,9 +148,9 @@ def test_fit_method_matches_fgnclassifier(tmp_path, data):
 
     path, X, y = data
     model = tmp_path / "m.npz"
-    assert cli.main(["fit", str(path), "--out", str(model), "--method", "fgn", "--tol", "1e-6", "--max-iter", "30",
+    assert cli.main(["fit", str(path), "--out", str(model), "--method", "fgn", "--tol", "1e-6", "--max-iter", "50",
                      "--seed", "2", "--device", "cpu", "--quiet"]) == 0
-    clf = FGNClassifier(method="fgn", tol=1e-6, max_iter=30, random_state=2, device="cpu").fit(X, y)
+    clf = FGNClassifier(method="fgn", tol=1e-6, max_iter=50, random_state=2, device="cpu").fit(X, y)
     with numpy.load(model) as m:
         numpy.testing.assert_array_equal(m["theta"], clf.theta_)
 
@@ -214,8 +232,8 @@ def bad_files(tmp_path, X, y):
                          "cannot read array 'y'"),
         "out folder": (["fit", save("ok.npz", X=X, y=y), "--out", str(tmp_path / "no" / "m.npz")],
                        "cannot write (no folder"),
-        "hidden with linear": (["fit", save("ok2.npz", X=X, y=y), "--out", out, "--hidden", "3"],
-                               "--hidden applies to --head two-layer only"),
+        "hidden with linear": (["fit", save("ok2.npz", X=X, y=y), "--out", out, "--head", "linear", "--hidden", "3"],
+                               "--hidden 3 gives a two-layer head; it does not go with --head linear"),
         "negative l2": (["fit", save("ok3.npz", X=X, y=y), "--out", out, "--l2", "-1"], "--l2 must be finite"),
         "solver for method": (["fit", save("ok6.npz", X=X, y=y), "--out", out, "--method", "ggn-pcg",
                                "--solver", "cg"], "--solver cg does not go with --method ggn-pcg"),
@@ -276,9 +294,36 @@ def test_bad_input_subprocess(tmp_path, data, case):
 
 
 @pytest.mark.skipif(HAS_GPU, reason="a GPU is present")
-def test_gpu_requested_without_gpu(data, tmp_path, capsys):
-    code = cli.main(["fit", str(data[0]), "--out", str(tmp_path / "m.npz"), "--device", "gpu"])
-    check_one_line_error(code, capsys.readouterr().err, "--device gpu:")
+@pytest.mark.parametrize("command", ["fit", "demo"])
+def test_gpu_requested_without_gpu(data, tmp_path, capsys, command):
+    argv = ["fit", str(data[0]), "--out", str(tmp_path / "m.npz")] if command == "fit" else ["demo"]
+    code = cli.main(argv + ["--device", "gpu"])
+    err = capsys.readouterr().err
+    check_one_line_error(code, err, "--device gpu: `device` is 'gpu' but a GPU is not available")
+    assert "pip install 'fgn_arrays[gpu-cuda12]' or 'fgn_arrays[gpu-cuda13]'" in err
+
+
+@pytest.mark.parametrize(
+    "driver, expected",
+    [(None, "no CUDA driver was found here"), ((12, 4), "supports CUDA 12.4: gpu-cuda12"),
+     ((13, 0), "supports CUDA 13.0: gpu-cuda13"), ((14, 1), "supports CUDA 14.1: gpu-cuda13"),
+     ((11, 8), "supports CUDA 11.8 only; both extras need CUDA 12 or later")],
+)
+def test_gpu_error_names_the_extra_for_the_driver(monkeypatch, driver, expected):
+    # The message of device="gpu" without a GPU (estimator, minimize and --device gpu share it):
+    # both extras' install commands, and the one the driver's CUDA version asks for.
+    monkeypatch.setattr(_backend, "_driver_cuda_version", lambda: driver)
+    message = _backend._gpu_missing_message()
+    assert message.startswith("`device` is 'gpu' but a GPU is not available: CuPy ")
+    assert "pip install 'fgn_arrays[gpu-cuda12]' or 'fgn_arrays[gpu-cuda13]'" in message
+    assert expected in message
+
+
+def test_driver_cuda_version_is_read_quietly():
+    version = _backend._driver_cuda_version()  # None without an NVIDIA driver
+    assert version is None or (len(version) == 2 and version[0] >= 1 and all(isinstance(v, int) for v in version))
+    if HAS_GPU:
+        assert version is not None
 
 
 def test_usage_errors_exit_2(capsys):
@@ -335,11 +380,64 @@ def test_demo_bad_option(capsys):
     check_one_line_error(2, capsys.readouterr().err, "--min-per-class must be at least 20")
 
 
-def test_numpy_stratified_split():
+def test_stratified_split():
     y = numpy.repeat(numpy.arange(4), [10, 20, 30, 41])
-    train, test = cli.stratified_split(y, test_size=0.2, seed=0, use_sklearn=False)
+    train, test = cli.stratified_split(y, test_size=0.2, seed=0)
     assert len(numpy.intersect1d(train, test)) == 0
     numpy.testing.assert_array_equal(numpy.sort(numpy.concatenate([train, test])), numpy.arange(len(y)))
     numpy.testing.assert_array_equal(numpy.bincount(y[test]), [2, 4, 6, 8])
-    again = cli.stratified_split(y, test_size=0.2, seed=0, use_sklearn=False)
+    again = cli.stratified_split(y, test_size=0.2, seed=0)
     numpy.testing.assert_array_equal(again[1], test)
+    assert not numpy.array_equal(cli.stratified_split(y, test_size=0.2, seed=1)[1], test)
+
+
+def block_sklearn(monkeypatch):
+    """Make ``import sklearn`` (and its submodules, imported or not) raise ImportError."""
+    for name in [name for name in sys.modules if name == "sklearn" or name.startswith("sklearn.")] + ["sklearn"]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def demo_rows(out):
+    """The demo's first line and its result table, ``{name: fields}`` (seconds left out)."""
+    table = out.split("\nmethod ")[1].splitlines()[1:]
+    rows = {line.split(" (")[0]: line.split()[:-1] for line in table if line and not line.startswith("(")}
+    return out.splitlines()[0], rows
+
+
+def test_demo_split_does_not_depend_on_sklearn(monkeypatch, capsys):
+    # The same split, so the same FGN row, with scikit-learn installed (which adds its row)
+    # and with it not importable: the split is the library's own.
+    pytest.importorskip("sklearn")
+    from fgn_arrays.datasets import load_wordnet_glosses
+
+    y = load_wordnet_glosses(min_per_class=50).y
+    split = cli.stratified_split(y, test_size=0.2, seed=0)
+    argv = ["demo", "--min-per-class", "300", "--max-iter", "5", "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 0
+    first, rows = demo_rows(capsys.readouterr().out)
+    assert set(rows) == {"FGN", "LogisticRegression"}
+
+    block_sklearn(monkeypatch)
+    assert cli.import_sklearn() is None
+    with pytest.raises(ImportError):
+        import sklearn.model_selection  # noqa: F401
+    for a, b in zip(split, cli.stratified_split(y, test_size=0.2, seed=0)):
+        numpy.testing.assert_array_equal(a, b)
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    # same rows, same FGN run: the same objective and accuracies
+    assert demo_rows(out) == (first, {"FGN": rows["FGN"]})
+    assert "pip install '.[demo]' adds the LogisticRegression row" in out
+
+
+def test_main_job_installs_sklearn():
+    # README's first set-up command installs the demo extra, and that extra brings scikit-learn,
+    # so that the main job prints its LogisticRegression row on a fresh machine.
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    setup = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    commands = [line.strip() for line in setup.splitlines() if line.startswith("    python -m venv")]
+    assert commands[0] == "python -m venv .venv && .venv/bin/pip install '.[demo]' && .venv/bin/fgn-arrays demo"
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("scikit-learn") for req in extras["demo"])
