@@ -16,6 +16,9 @@ Commands
 ``fgn-arrays predict MODEL.npz DATA.npz [--out PRED.npz]``
     Predicts the rows of ``DATA.npz``'s ``X``; prints the accuracy when the file
     also has ``y``.
+``fgn-arrays experiments {decomposition,mechanism,head} [--quick] --out DIR``
+    The paper's experiments (:mod:`fgn_arrays.experiments`): CSV files, and
+    PNG figures when matplotlib is installed (the ``plots`` extra).
 
 Conventions
 -----------
@@ -211,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="save y_pred (N,), proba (N, C) and classes (C,) here")
     predict.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     predict.set_defaults(run=run_predict)
+    # imported here: the experiments' command line imports this module
+    from .experiments import _cli as experiments_cli
+
+    experiments_cli.add_parser(commands)
     return parser
 
 
