@@ -4,7 +4,7 @@ from . import datasets
 from ._backend import gpu_available, to_device, to_numpy
 from .cg import CGResult, cg
 from .curvature import dropped_matvec, fgn_matvec, ggn_matvec
-from .heads import LinearHead, Linearization, TwoLayerHead
+from .heads import CallableHead, LinearHead, Linearization, TwoLayerHead, linearize_logits
 from .margin import MarginStats, competitor_probs, margin_stats
 from .optim import OptimizeResult, minimize
 from .step import StepResult, fgn_step, ggn_step
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CGResult",
+    "CallableHead",
     "FGNClassifier",
     "LinearHead",
     "Linearization",
@@ -29,6 +30,7 @@ __all__ = [
     "ggn_matvec",
     "ggn_step",
     "gpu_available",
+    "linearize_logits",
     "margin_stats",
     "minimize",
     "to_device",

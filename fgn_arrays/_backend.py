@@ -26,6 +26,8 @@ import numpy
 __all__ = [
     "CholeskyFactor",
     "GPUBackend",
+    "as_array",
+    "as_arrays",
     "cholesky_factor",
     "cholesky_solve",
     "get_namespace",
@@ -125,6 +127,82 @@ def _backend_name(x) -> str | None:
     if isinstance(x, numpy.ndarray) or numpy.isscalar(x):
         return "numpy"
     return None
+
+
+# DLPack device types (dlpack.h, ``DLDeviceType``) by the library that reads them without a copy:
+# ``numpy.from_dlpack`` reads host memory (CPU, CUDA pinned host), the GPU backend's ``from_dlpack``
+# CUDA device memory (device, managed).
+DLPACK_HOST_DEVICES = {1: "CPU", 3: "CUDA host"}
+DLPACK_GPU_DEVICES = {2: "CUDA", 13: "CUDA managed"}
+
+
+def as_array(x, name: str):
+    """``x`` as an array of the library's backends, reading DLPack producers without a copy.
+
+    The one conversion of the library's inputs: every public check of an
+    array argument (:mod:`fgn_arrays._validation`) and of a callable's output
+    passes it through here first.
+
+    Parameters
+    ----------
+    x : array-like
+        A NumPy array or a device array (CuPy's, or the registered
+        backend's): returned as it is, as is ``None``. Any other
+        object with ``__dlpack__`` and ``__dlpack_device__`` (a JAX array, a
+        torch tensor, ...): read through DLPack without a copy, by
+        ``numpy.from_dlpack`` when it lives in host memory and by the GPU
+        backend's ``from_dlpack`` (``cupy.from_dlpack``) when it lives on a
+        CUDA device. The result may be read-only (JAX exports read-only
+        buffers); the library never writes into its inputs.
+    name : str
+        The argument's name, for the error message.
+
+    Raises
+    ------
+    TypeError
+        For anything else (lists and scalars included), or a DLPack producer on a device
+        that neither NumPy nor the GPU backend reads; the message names
+        ``name`` and shows what arrived.
+    """
+    if x is None or isinstance(x, numpy.ndarray) or is_device_array(x):
+        return x
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        device_type = int(x.__dlpack_device__()[0])
+        if device_type in DLPACK_HOST_DEVICES:
+            return _from_dlpack(numpy, x, name)
+        if device_type in DLPACK_GPU_DEVICES:
+            try:
+                xp = gpu_backend().xp
+            except ImportError as exc:
+                raise TypeError(
+                    f"`{name}` lives on a CUDA device ({type(x).__module__}.{type(x).__name__}); reading it "
+                    f"needs CuPy, which failed to import ({exc}). {_gpu_missing_message()}"
+                ) from exc
+            return _from_dlpack(xp, x, name)
+        raise TypeError(
+            f"`{name}` lives on DLPack device type {device_type}; the library reads host memory "
+            f"({', '.join(DLPACK_HOST_DEVICES.values())}) with NumPy and CUDA device memory "
+            f"({', '.join(DLPACK_GPU_DEVICES.values())}) with CuPy."
+        )
+    raise TypeError(
+        f"`{name}` must be a numpy.ndarray or cupy.ndarray; got {type(x).__module__}.{type(x).__name__}. "
+        "Arrays that support DLPack (JAX, torch, ...) are read too."
+    )
+
+
+def _from_dlpack(xp, x, name):
+    """``xp.from_dlpack(x)``; a producer that refuses to export (a torch tensor that requires grad) names ``name``."""
+    try:
+        return xp.from_dlpack(x)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        raise TypeError(
+            f"`{name}` ({type(x).__module__}.{type(x).__name__}) could not be read through DLPack: {exc}"
+        ) from exc
+
+
+def as_arrays(*arrays, names):
+    """:func:`as_array` of each of ``arrays`` (named by ``names``), as a tuple."""
+    return tuple(as_array(x, name) for x, name in zip(arrays, names))
 
 
 def get_namespace(*arrays, names=None):

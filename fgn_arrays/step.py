@@ -155,10 +155,29 @@ def _check_step_args(lin, damping, l2, rtol, maxiter):
         raise TypeError(f"`lin` must be a Linearization (from head.linearize); got {type(lin).__name__}.")
     damping = check_nonneg_scalar(damping, "damping")
     l2 = check_nonneg_scalar(l2, "l2")
+    if l2 > 0 and lin.theta is None:
+        raise ValueError(
+            f"`l2` > 0 needs the parameters (g = grad + l2 M theta); got l2={l2} and a linearization "
+            "without them: pass `theta` to fa.linearize_logits."
+        )
     rtol = check_rtol(rtol)
     if maxiter is not None:
         maxiter = check_positive_int(maxiter, "maxiter", minimum=0)
     return damping, l2, rtol, maxiter
+
+
+def has_closed_form_gram(lin) -> bool:
+    """Whether ``lin`` has the closed-form Gram matrix ``J J^T`` (False for models given by callables)."""
+    return getattr(lin, "_closed_form_gram", True)
+
+
+def require_closed_form_gram(lin, what, instead):
+    """``ValueError`` naming ``what`` and ``instead`` when ``lin`` has no closed-form Gram matrix."""
+    if not has_closed_form_gram(lin):
+        raise ValueError(
+            f"{what} needs the closed-form Gram matrix J J^T of a built-in head (LinearHead, TwoLayerHead); "
+            f"a linearization from callables (fa.linearize_logits, fa.CallableHead) has none. Use {instead}."
+        )
 
 
 def _objective_grad(lin, l2):
@@ -279,7 +298,7 @@ def _choose_solver(lin) -> str:
     above ``CHOLESKY_MAX_ROWS`` rows (its ``N x N`` float64 matrix).
     """
     N = lin.n_samples
-    if N > CHOLESKY_MAX_ROWS:
+    if N > CHOLESKY_MAX_ROWS or not has_closed_form_gram(lin):
         return "cg"
     flops = lin.cost_flops()
     cholesky, cg = flops["gram"] + N**3 / 3, CG_ITERATIONS_ESTIMATE * flops["product"]
@@ -383,6 +402,8 @@ def fgn_step(lin, damping, *, l2=0.0, solver="auto", rtol=1e-6, maxiter=None, x0
         raise TypeError(f"`solver` must be a string; got {type(solver).__name__}.")
     if solver not in SOLVERS:
         raise ValueError(f"`solver` must be one of {SOLVERS}; got {solver!r}.")
+    if solver == "cholesky":
+        require_closed_form_gram(lin, "fgn_step(solver='cholesky')", "solver='cg' (or 'auto', which picks CG)")
     if x0 is not None:
         x0 = check_vector(lin.xp, x0, (lin.n_samples,), lin.dtype, "x0")
     g = _objective_grad(lin, l2)
@@ -428,14 +449,16 @@ def _fgn_step(lin, lam, g, solver, rtol, maxiter, x0, *, own_gradient):
     if own_gradient:
         # g - A^T c = l2 M theta + (1/N) J^T (r on the other rows)
         g_rest = lin._margin_vjp(xp.where(split, 0, r))
-        if lam.l2:
-            g_rest += dt(lam.l2) * lin.weight_mask * lin.theta
+        if lam.l2:  # not in place: the VJP's result may be a model's read-only array (DLPack)
+            g_rest = g_rest + dt(lam.l2) * lin.weight_mask * lin.theta
     else:
         g_rest = g - lin._margin_vjp(s * c)
     # rhs = A Lam^-1 g_rest - c
     rhs = s * lin._margin_jvp(lam.solve(g_rest)) - c
     if solver == "auto":
         solver = _choose_solver(lin)
+    elif solver == "cholesky":
+        require_closed_form_gram(lin, "solver='cholesky'", "solver='cg' (or 'auto', which picks CG)")
 
     beta = None
     if solver == "cholesky":
@@ -501,6 +524,8 @@ def ggn_step(lin, damping, *, l2=0.0, rtol=1e-6, maxiter=None, precond=None) -> 
         raise TypeError(f"`precond` must be None or a string; got {type(precond).__name__}.")
     if precond not in PRECONDITIONERS:
         raise ValueError(f"`precond` must be one of {PRECONDITIONERS}; got {precond!r}.")
+    if precond is not None:
+        require_closed_form_gram(lin, f"ggn_step(precond={precond!r})", "precond=None")
     if precond == "fgn" and damping == 0:
         raise ValueError("`precond='fgn'` needs `damping` > 0 (the FGN system's Woodbury form); got 0.")
     g = _objective_grad(lin, l2)
