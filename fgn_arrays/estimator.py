@@ -21,7 +21,8 @@ matched by ``l2 = 2 / (C_sk N)``.
 
 Labels of any type are encoded as ``0 .. C-1`` in the order of ``classes_``
 (``numpy.unique``). Predictions are computed on the fitting device, in
-float64 (see :func:`head_logits`), and returned as NumPy arrays.
+float64 (see :func:`head_logits`), and returned as NumPy arrays; for a
+``dask.array`` ``X`` they are Dask arrays, computed chunk by chunk.
 
 The module is importable without scikit-learn: :func:`fit_head` and
 :func:`head_logits`, the scikit-learn-free core that :class:`FGNClassifier`
@@ -38,6 +39,7 @@ import numpy
 import scipy.special
 
 from ._backend import gpu_available, is_device_array, namespace_for_device, to_device, to_numpy
+from ._dask import is_dask_array
 from ._validation import check_dtype, check_positive_int
 from .heads import LinearHead, TwoLayerHead
 from .optim import DEFAULT_METHOD, minimize
@@ -114,7 +116,10 @@ def fit_head(
     Parameters
     ----------
     X : numpy.ndarray, shape (N, D)
-        Finite features (any float or integer dtype; cast to ``dtype``).
+        Finite features (any float or integer dtype; cast to ``dtype``), or
+        a ``dask.array`` chunked by rows (``device`` "cpu"; ``y`` and
+        ``sample_weight`` then stay as they are: see
+        :func:`fgn_arrays.optim.minimize`).
     y : numpy.ndarray of int, shape (N,)
         Labels in ``[0, n_classes)``.
     n_classes : int
@@ -150,8 +155,11 @@ def fit_head(
     else:
         head, theta = init
         theta0 = to_device(theta, device).astype(dtype)
-    X_dev, y_dev = to_device(X, device), to_device(y, device)
-    sw_dev = None if sample_weight is None else to_device(sample_weight, device)
+    if any(is_dask_array(a) for a in (X, y, sample_weight)):
+        X_dev, y_dev, sw_dev = X, y, sample_weight  # the rows stay in their chunks (fgn_arrays._dask)
+    else:
+        X_dev, y_dev = to_device(X, device), to_device(y, device)
+        sw_dev = None if sample_weight is None else to_device(sample_weight, device)
     result = minimize(
         head,
         theta0,
@@ -271,7 +279,7 @@ class FGNClassifier(*_BASES):
     device : {"auto", "cpu", "gpu"}, default "auto"
         Where data and parameters live while fitting and predicting;
         ``"auto"`` is the GPU when :func:`fgn_arrays.gpu_available`.
-        Predictions always come back as NumPy arrays.
+        Predictions come back as NumPy arrays (Dask arrays for a Dask ``X``).
     dtype : {"float32", "float64"} or None, default None
         Compute dtype of parameters and features. ``None``: float32 for
         float32 input, float64 for anything else (as scikit-learn keeps
@@ -404,6 +412,10 @@ class FGNClassifier(*_BASES):
         ----------
         X : array-like, shape (N, D)
             Dense features. CuPy arrays are copied to the host for validation.
+            A ``dask.array`` chunked by rows (NumPy chunks; ``y`` and
+            ``sample_weight`` then Dask or NumPy arrays) stays in its chunks:
+            the fit makes passes over them (:func:`fgn_arrays.optim.minimize`,
+            ``docs/scaling.md``); ``device`` must be ``"auto"`` or ``"cpu"``.
         y : array-like, shape (N,)
             Class labels of any type, at least two distinct values.
         sample_weight : array-like, shape (N,), optional
@@ -416,14 +428,19 @@ class FGNClassifier(*_BASES):
         self : FGNClassifier
         """
         dtype = None if self.dtype is None else check_dtype(self.dtype)
-        device = resolve_device(self.device)
         warm = self._warm_start_point()
-        # dtype None: float32 stays float32, anything else becomes float64
-        X, y = validate_data(self, _host(X), _host(y), dtype=[numpy.float64, numpy.float32] if dtype is None else dtype,
-                             reset=warm is None)
-        dtype = X.dtype if dtype is None else dtype
-        check_classification_targets(y)
-        classes, y_encoded = numpy.unique(y, return_inverse=True)
+        if any(is_dask_array(a) for a in (X, y, sample_weight)):
+            device, X, y, y_encoded, classes = self._dask_data(X, y, reset=warm is None)
+            dtype = (X.dtype if X.dtype == numpy.float32 else numpy.dtype(numpy.float64)) if dtype is None else dtype
+        else:
+            device = resolve_device(self.device)
+            # dtype None: float32 stays float32, anything else becomes float64
+            X, y = validate_data(self, _host(X), _host(y),
+                                 dtype=[numpy.float64, numpy.float32] if dtype is None else dtype, reset=warm is None)
+            dtype = X.dtype if dtype is None else dtype
+            check_classification_targets(y)
+            classes, y_encoded = numpy.unique(y, return_inverse=True)
+            y_encoded = y_encoded.astype(numpy.int64)
         if classes.shape[0] < 2:
             raise ValueError(
                 f"FGNClassifier needs samples of at least 2 classes; got 1 class "
@@ -438,7 +455,7 @@ class FGNClassifier(*_BASES):
         sample_weight = self._row_weights(X, y, y_encoded, sample_weight)
         head, result = fit_head(
             X,
-            y_encoded.astype(numpy.int64),
+            y_encoded,
             self.classes_.shape[0],
             hidden=self.hidden,
             activation=self.activation,
@@ -488,14 +505,65 @@ class FGNClassifier(*_BASES):
             )
         return head, self.theta_
 
+    def _dask_data(self, X, y, reset):
+        """``(device, X, y, y_encoded, classes)`` of Dask data; ``classes_`` and ``n_features_in_`` checked or set.
+
+        The values are checked by :func:`fgn_arrays.minimize` (one pass);
+        here only ``y``'s classes are computed (one pass over ``y``). The
+        device is the chunks' own: ``"cpu"`` for NumPy chunks.
+        """
+        from . import _dask
+
+        if self.device not in ("auto", "cpu"):
+            raise ValueError(f"`device` must be 'auto' or 'cpu' for Dask arrays with NumPy chunks; got {self.device!r}.")
+        if not is_dask_array(X):
+            raise TypeError(f"`X` must be a Dask array when `y` or `sample_weight` is one; got {type(X).__name__}.")
+        if X.ndim != 2:
+            raise ValueError(f"`X` must be 2-D (n_samples, n_features); got shape {X.shape}.")
+        if X.dtype.kind not in "iuf" or X.dtype.kind == "b":
+            raise TypeError(f"`X` must hold real numbers; got dtype {X.dtype}.")
+        if reset:
+            self.n_features_in_ = X.shape[1]
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input.")
+        y = _dask.as_rows_like(y, X)
+        classes, y_encoded = _dask.encode_labels(y)
+        check_classification_targets(classes)
+        return "cpu", X, y, y_encoded, classes
+
     def _row_weights(self, X, y, y_encoded, sample_weight):
-        """``sample_weight * class_weight[y]`` as a float64 NumPy array, or None when neither is given."""
+        """``sample_weight * class_weight[y]`` as a float64 NumPy array, or None when neither is given.
+
+        Dask data: a Dask array (``"balanced"`` counts the classes in one pass over ``y``).
+        """
+        if is_dask_array(X):
+            return self._dask_row_weights(X, y_encoded, sample_weight)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=numpy.float64, ensure_non_negative=True)
         if self.class_weight is None:
             return sample_weight
         weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y, sample_weight=sample_weight)
         per_row = weights[y_encoded]
+        return per_row if sample_weight is None else sample_weight * per_row
+
+    def _dask_row_weights(self, X, y_encoded, sample_weight):
+        from . import _dask
+
+        if sample_weight is not None:
+            sample_weight = _dask.as_rows_like(sample_weight, X)
+        if self.class_weight is None:
+            return sample_weight
+        n_classes = self.classes_.shape[0]
+        if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+            # scikit-learn's definition: sum of the (weighted) counts / (C * count of the class)
+            counts = _dask.class_counts(y_encoded, n_classes, sample_weight)
+            weights = counts.sum() / (n_classes * counts)
+        else:
+            weights = compute_class_weight(self.class_weight, classes=self.classes_, y=self.classes_)
+        per_row = _dask.per_row(y_encoded, numpy.asarray(weights, dtype=numpy.float64))
         return per_row if sample_weight is None else sample_weight * per_row
 
     def _set_public_params(self):
@@ -516,6 +584,13 @@ class FGNClassifier(*_BASES):
 
     def _logits(self, X):
         check_is_fitted(self)
+        if is_dask_array(X):  # a Dask array of the logits, block by block
+            from . import _dask
+
+            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has shape {X.shape}, but {type(self).__name__} is expecting "
+                                 f"{self.n_features_in_} features as input.")
+            return _dask.logits(self.head_, self.theta_, X)
         X = validate_data(self, _host(X), reset=False, dtype=numpy.float64)
         return head_logits(self.head_, self.theta_, X)
 
@@ -525,6 +600,8 @@ class FGNClassifier(*_BASES):
         Returns
         -------
         numpy.ndarray of float64, shape (N, C), or (N,) for two classes
+            A Dask array (chunked as ``X``'s rows) for a Dask ``X``, as are
+            the other predictions.
         """
         Z = self._logits(X)
         return Z[:, 1] - Z[:, 0] if Z.shape[1] == 2 else Z
@@ -537,7 +614,7 @@ class FGNClassifier(*_BASES):
         numpy.ndarray of float64, shape (N, C)
             Columns in the order of ``classes_``.
         """
-        return scipy.special.log_softmax(self._logits(X), axis=1)
+        return _rowwise(self._logits(X), scipy.special.log_softmax)
 
     def predict_proba(self, X):
         """Softmax probabilities.
@@ -547,7 +624,7 @@ class FGNClassifier(*_BASES):
         numpy.ndarray of float64, shape (N, C)
             Columns in the order of ``classes_``; rows sum to 1.
         """
-        return scipy.special.softmax(self._logits(X), axis=1)
+        return _rowwise(self._logits(X), scipy.special.softmax)
 
     def predict(self, X):
         """The most probable class of each row.
@@ -558,7 +635,20 @@ class FGNClassifier(*_BASES):
             Values from ``classes_``.
         """
         Z = self._logits(X)
+        if is_dask_array(Z):
+            from ._dask import predict
+
+            return predict(Z, self.classes_)
         return self.classes_[numpy.argmax(Z, axis=1)]
+
+
+def _rowwise(Z, func):
+    """``func(Z, axis=1)``, block by block for a Dask ``Z``."""
+    if is_dask_array(Z):
+        from ._dask import rowwise
+
+        return rowwise(Z, func)
+    return func(Z, axis=1)
 
 
 def _host(a):

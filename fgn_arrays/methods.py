@@ -30,6 +30,12 @@ at each step from the method's ``rng``).
   CG, preconditioned by the damped FGN system on the curvature rows through
   its row-space Woodbury form (:class:`fgn_arrays.precondition.FGNPreconditioner`).
 
+A batch held as Dask arrays (:mod:`fgn_arrays._dask`) comes as a
+linearization with ``_in_memory = False`` and no per-row arrays: the
+methods take its curvature rows through ``_take`` as for any batch, and
+its whole-batch sums (the output-feature covariance, the plane's model)
+from its ``_output_covariance`` and ``_subspace_sums``, passes over its chunks.
+
 Host synchronisations on the GPU, per step: the solver's check points, then
 one transfer of the step's scalars with the candidate's objective and
 gradient norm (``"fgn-compensated"``: a second for its corrected point).
@@ -46,7 +52,14 @@ from . import kernels
 from ._backend import host_floats
 from .compensation import kronecker_fgn_step, output_covariance, rotated_squares
 from .curvature import _ggn
-from .step import DiagonalDamping, StepResult, _fgn_step, _objective_grad, _parameter_space_step, _preconditioner
+from .step import (
+    DiagonalDamping,
+    StepResult,
+    _fgn_step,
+    _objective_grad,
+    _parameter_space_step,
+    _preconditioner,
+)
 
 # Damping rules: the gain ratio rho below which a step counts as badly predicted, the bounds of lambda.
 RHO_SHRINK, RHO_GROW = 0.5, 0.25
@@ -249,9 +262,11 @@ class CompensatedFGN(_Method):
         """
         F, _ = lin._output_layer()
         if state.features is not F:
-            state = replace(state, features=F, eig=output_covariance(lin), rotated=None)
+            # a Dask batch sums Sigma over its chunks (in a pass it makes anyway, when it can)
+            eig = output_covariance(lin) if lin._in_memory else lin._output_covariance()
+            state = replace(state, features=F, eig=eig, rotated=None)
             return state, state.eig, None
-        if rows is None:
+        if rows is None or not lin._in_memory:  # a Dask batch: the curvature rows square their own
             return state, state.eig, None
         if state.rotated is None:
             state = replace(state, rotated=rotated_squares(F, state.eig[1]))
@@ -267,7 +282,7 @@ class CompensatedFGN(_Method):
         previous = state.previous
         directions = [delta] if previous is None else [delta, previous]
         images = None
-        if lin.head._affine_logits:
+        if lin.head._affine_logits and lin._in_memory:
             images = [lin._logits_jvp(delta)]
             if previous is not None:
                 images.append(state.image if state.rows is lin.X else lin._logits_jvp(previous))
@@ -275,8 +290,8 @@ class CompensatedFGN(_Method):
         # the unit step gives rho; a Newton correction in the plane may improve on it
         coef = (1.0,) + (0.0,) * (len(directions) - 1)
         unit, image = space.point(coef)
-        pred, residual, f_unit, *sums = host_floats(xp, *solved.scalars(), objective(unit, l2),
-                                                    space.model_sums(unit, l2))
+        sums = space.model_sums(unit, l2)  # first: a Dask batch then makes it and the objective in one pass
+        pred, residual, f_unit, *sums = host_floats(xp, *solved.scalars(), objective(unit, l2), sums)
         step = solved.finish(pred, residual, rtol)
         best, best_coef, best_image = Point(unit, None, f_unit, None), coef, image
         corrected = space.newton(*space.quadratic(sums, unit.n_samples, l2), coef)
@@ -370,11 +385,15 @@ class Subspace:
         it to the host with its other scalars (one transfer).
         """
         xp, dirs = at.xp, self.directions
-        images = self.images if self.images is not None else [at._logits_jvp(d) for d in dirs]
-        # sample weights: rows weighted by N c_i, so that the sums over N stay the (weighted) means
-        c = at.mean_weights
-        weights = None if c is None else c * at.dtype.type(at.n_samples)
-        sums = kernels.subspace_sums(xp, at.U, at.residual, at.y, images[0], images[-1], weights)
+        if not at._in_memory:
+            # a Dask batch (fgn_arrays._dask): the same sums over its chunks, in one pass
+            sums = at._subspace_sums(dirs)
+        else:
+            images = self.images if self.images is not None else [at._logits_jvp(d) for d in dirs]
+            # sample weights: rows weighted by N c_i, so that the sums over N stay the (weighted) means
+            c = at.mean_weights
+            weights = None if c is None else c * at.dtype.type(at.n_samples)
+            sums = kernels.subspace_sums(xp, at.U, at.residual, at.y, images[0], images[-1], weights)
         if not l2:
             return sums
         D = xp.stack(dirs)

@@ -44,6 +44,7 @@ from typing import Any
 import numpy
 
 from ._backend import host_floats
+from ._dask import is_dask_array, unsupported
 from ._validation import check_batch, check_nonneg_scalar, check_positive_int, check_sample_weight
 from .heads._base import Head
 from .methods import AUTO_CURVATURE_ROWS, METHODS, RHO_GROW, evaluate, grad_norm, objective
@@ -218,6 +219,17 @@ def minimize(
     callback : callable, optional
         ``callback(theta, record)`` after every step, with ``record`` the
         step's history entry; returning ``True`` stops the run.
+
+        ``X``, ``y`` and ``sample_weight`` may also be ``dask.array`` arrays
+        chunked by rows (with NumPy chunks; ``theta0`` a NumPy array; needs
+        the ``dask`` extra): the rows stay in their chunks, each objective and
+        gradient is one pass over them, and each step's curvature rows are
+        gathered to this process (:mod:`fgn_arrays._dask`,
+        ``docs/scaling.md``). The fit is the in-memory one to rounding, for
+        the same ``random_state``. There ``"auto"`` curvature rows are 2048
+        for every method; ``method="ggn-pcg"``, ``curvature_rows=None`` and
+        ``batch_size`` raise ``ValueError``; a batch with no more rows than
+        ``curvature_rows`` is gathered and fit in memory.
     verbose : int, default 0
         Print a line per step when > 0: ``iter``, ``objective`` (after the
         step), ``|grad|_inf`` (before it), ``damping`` (used), ``rho`` (gain
@@ -231,16 +243,23 @@ def minimize(
     """
     if not isinstance(head, Head):
         raise TypeError(f"`head` must be a head such as fa.LinearHead; got {type(head).__name__}.")
-    xp, theta, X, y = check_batch(theta0, X, y, head.n_params, head.n_features, head.n_classes)
-    sample_weight = check_sample_weight(xp, sample_weight, X.shape[0], theta.dtype)
-    if sample_weight is not None:
-        keep = sample_weight > 0
-        if not bool(keep.all()):
-            X, y, sample_weight = X[keep], y[keep], sample_weight[keep]
+    dask_input = any(is_dask_array(a) for a in (X, y, sample_weight))
+    if not dask_input:
+        xp, theta, X, y = check_batch(theta0, X, y, head.n_params, head.n_features, head.n_classes)
+        sample_weight = check_sample_weight(xp, sample_weight, X.shape[0], theta.dtype)
+        if sample_weight is not None:
+            keep = sample_weight > 0
+            if not bool(keep.all()):
+                X, y, sample_weight = X[keep], y[keep], sample_weight[keep]
     if not isinstance(method, str):
         raise TypeError(f"`method` must be a string; got {type(method).__name__}.")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}; got {method!r}.")
+    if method != "fgn" and not getattr(head, "_closed_form_gram", True):
+        raise ValueError(
+            f"method {method!r} needs the closed-form Gram matrix of a built-in head (LinearHead, TwoLayerHead); "
+            f"a model given by callables ({type(head).__name__}) has none. Use method='fgn'."
+        )
     l2 = check_nonneg_scalar(l2, "l2")
     lam = check_nonneg_scalar(damping, "damping")
     if lam <= 0:
@@ -253,21 +272,54 @@ def minimize(
         raise TypeError(f"`callback` must be callable; got {type(callback).__name__}.")
     _check_solver(method, solver)
     if curvature_rows == "auto":
-        curvature_rows = None if method == "fgn" else AUTO_CURVATURE_ROWS
+        curvature_rows = None if method == "fgn" and not dask_input else AUTO_CURVATURE_ROWS
     elif curvature_rows is not None:
         curvature_rows = check_positive_int(curvature_rows, "curvature_rows")
     if not (random_state is None or isinstance(random_state, (int, numpy.integer, numpy.random.Generator))):
         raise TypeError(f"`random_state` must be an int, a numpy Generator or None; got {type(random_state).__name__}.")
     rng = numpy.random.default_rng(random_state)
     steps = METHODS[method](l2, solver, curvature_rows, rng)
-    loop = _full_batch if batch_size is None or batch_size >= X.shape[0] else _mini_batch
+    linearize = None
+    if dask_input:
+        batch = _dask_batch(head, theta0, X, y, sample_weight, method, curvature_rows, batch_size, rng)
+        xp, theta, linearize = batch.xp, batch.theta0, batch.linearize
+        if batch.n_samples <= curvature_rows:  # each step's curvature is every row: fit in memory
+            X, y, sample_weight = batch.gather_all()
+            linearize = None
+    mini = batch_size is not None and batch_size < X.shape[0]
+    if linearize is None:
+
+        def linearize(theta):
+            return head._linearize(xp, theta, X, y, sample_weight)
+
     run = _Run(steps, lam, _Progress(verbose), callback)
-    theta, n_iter, converged, status = loop(run, head, xp, theta, X, y, sample_weight, max_iter, tol, batch_size, rng)
-    final = head._linearize(xp, theta, X, y, sample_weight)
+    if mini:
+        theta, n_iter, converged, status = _mini_batch(run, head, xp, theta, X, y, sample_weight, max_iter, tol,
+                                                       batch_size, rng)
+    else:
+        theta, n_iter, converged, status = _full_batch(run, linearize, theta, max_iter, tol)
+    final = linearize(theta)
     f, g_norm = host_floats(xp, objective(final, l2), grad_norm(xp, _objective_grad(final, l2)))
-    if loop is _mini_batch and g_norm <= tol:
+    if mini and g_norm <= tol:
         status, converged = "converged: ||grad||_inf <= tol", True
     return OptimizeResult(theta, f, g_norm, n_iter, converged, status, run.damping, method, run.history)
+
+
+def _dask_batch(head, theta0, X, y, sample_weight, method, curvature_rows, batch_size, rng):
+    """The checked :class:`fgn_arrays._dask.DaskBatch` of a fit on Dask arrays, set up for ``method``.
+
+    Raises ``ValueError`` for what a Dask batch cannot run (:func:`fgn_arrays._dask.unsupported`).
+    """
+    from ._dask import DaskBatch  # imports dask: only when a Dask array arrives
+
+    n_rows = next(a for a in (X, y, sample_weight) if is_dask_array(a)).shape[0]
+    why = unsupported(head, method, curvature_rows, batch_size, n_rows)
+    if why is not None:
+        raise ValueError(why)
+    batch = DaskBatch(head, theta0, X, y, sample_weight)  # checks the values: one pass over y, weights and X
+    batch.plan(rng, curvature_rows)
+    batch.want_covariance = method == "fgn-compensated"
+    return batch
 
 
 def _check_solver(method, solver):
@@ -309,8 +361,8 @@ class _Run:
         return point, accepted, rho, prop.step.predicted_decrease
 
 
-def _full_batch(run, head, xp, theta, X, y, sw, max_iter, tol, batch_size, rng):
-    point = evaluate(head._linearize(xp, theta, X, y, sw), run.method.l2)
+def _full_batch(run, linearize, theta, max_iter, tol):
+    point = evaluate(linearize(theta), run.method.l2)
     eps = float(numpy.finfo(theta.dtype).eps)
     rtol_min = max(CG_RTOL_MIN, math.sqrt(eps))
     stalled, rtol, g_prev = 0, None, None

@@ -177,6 +177,9 @@ class Linearization:
     """
 
     sample_weight = None
+    # The batch's rows (and per-row caches) are arrays in memory; False for the stand-in of a
+    # Dask batch (fgn_arrays._dask.DaskLinearization), whose whole-batch sums come from passes.
+    _in_memory = True
 
     def __init__(self, head, xp, theta, X, y, Z):
         self.head = head
