@@ -1,8 +1,10 @@
 """Sphinx configuration of the fgn_arrays documentation.
 
-Build with warnings as errors, from the repository root::
+Build with warnings as errors, from the repository root, then check that
+the site loads nothing from the network (MathJax is served from the site)::
 
     sphinx-build -W docs docs/_build/html
+    python docs/check_site.py docs/_build/html
 """
 
 import os
@@ -27,6 +29,9 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
+    # MathJax 3 shipped with the site (copied to _static/mathjax), so that
+    # math renders offline: no page loads anything from a CDN (check_site.py).
+    "sphinx-mathjax-offline",
     "numpydoc",
     "myst_parser",
 ]
@@ -37,8 +42,12 @@ source_suffix = {
 }
 root_doc = "index"
 exclude_patterns = ["_build"]
+# Labelled equations (MyST: $$ ... $$ (label)) are numbered per page, (1), (2),
+# ...; {eq}`label` refers to one, from any page. Unlabelled ones are not numbered.
+math_number_all = False
+math_eqref_format = "({number})"
 
-# -- MyST (derivation.md) -----------------------------------------------------
+# -- MyST (the .md pages) -----------------------------------------------------
 
 # $...$ / $$...$$ math and bare LaTeX amsmath environments.
 myst_enable_extensions = ["dollarmath", "amsmath"]
@@ -53,5 +62,17 @@ numpydoc_show_class_members = False
 
 # -- HTML ---------------------------------------------------------------------
 
-html_theme = "alabaster"
+html_theme = "pydata_sphinx_theme"
 html_title = f"fgn_arrays {release}"
+html_theme_options = {
+    # Nothing that is fetched at view time: no external icon links, no
+    # version switcher, no analytics.
+    "navbar_align": "left",
+    "show_toc_level": 2,
+    "navigation_with_keys": False,
+    "footer_start": ["copyright"],
+    "footer_end": ["sphinx-version"],
+}
+html_show_sourcelink = False
+# MathJax itself, from _static (sphinx-mathjax-offline sets the same path).
+mathjax_path = "mathjax/tex-chtml.js"

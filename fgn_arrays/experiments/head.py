@@ -289,12 +289,14 @@ def run_config(config, progress=None):
     tag = {"dataset": config.dataset, "head": config.head, "n_train": N, "n_classes": C}
 
     runs = []  # (method, lr, theta, points, status)
+    diagnostics = []  # along the plain FGN run
     for name in GN_METHODS:
         diagnose = _diagnoser(head, X, y, l2, config.diagnostic_rows) if name == "fgn" else None
         theta, points, diag, status = _gauss_newton(name, head, theta0, X, y, l2, config.budget, diagnose,
                                                     config.max_steps)
         runs.append((name, math.nan, theta, points, status))
-        diagnostics = [{**tag, **d} for d in diag] if name == "fgn" else diagnostics
+        if name == "fgn":
+            diagnostics = [{**tag, **d} for d in diag]
         if progress:
             progress(f"{config.dataset} {config.head} {name}: {status}")
     theta, points, status = _lbfgs(head, theta0, X, y, l2, config.budget, config.max_lbfgs_iter)
