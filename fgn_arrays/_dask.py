@@ -18,7 +18,7 @@ methods. It never holds an array with a row per example:
 
   summed across chunks by a tree reduction in float64; the client divides by
   ``S = sum_i s_i`` (``N`` without weights): the weighted mean of
-  ``DESIGN.md``.
+  ``docs/derivation.md`` ("Sample weights").
 - **curvature rows**: the methods draw ``curvature_rows`` row indices per
   step exactly as in memory (``rng.choice(N, curvature_rows, replace=False)``,
   sorted); :meth:`DaskLinearization._take` gathers those rows of ``X``,

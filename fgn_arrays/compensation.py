@@ -6,7 +6,8 @@ Every head ends in an output layer ``Z = F W^T + b``: ``F = X`` for
 :class:`LinearHead`, the activations ``A`` for :class:`TwoLayerHead`; with
 ``f~_i = [f_i, 1]`` its parameters form the ``C x (F_dim + 1)`` block
 ``[W | b]``. On that block the dropped within-competitor covariance
-(``DESIGN.md`` section 1) is, between classes ``k`` and ``l``,
+(``docs/derivation.md``, "Exact decomposition of the softmax covariance")
+is, between classes ``k`` and ``l``,
 
     (1/N) sum_i (1 - p_i) (q_ik [k = l] - q_ik q_il) f~_i f~_i^T.
 

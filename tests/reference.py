@@ -1,4 +1,4 @@
-"""Dense float64 references for the tests, written from DESIGN.md alone.
+"""Dense float64 references for the tests, written from the math of docs/derivation.md alone.
 
 Conventions
 -----------
