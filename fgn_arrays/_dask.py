@@ -4,7 +4,9 @@ Conventions
 -----------
 ``X (N, D)``, ``y (N,)`` and ``sample_weight (N,)`` are ``dask.array`` arrays
 chunked by rows (any row chunks, ragged or of one row; the feature axis is
-made one chunk), with NumPy chunks. :class:`DaskBatch` checks them once
+made one chunk), with NumPy chunks, or CuPy chunks for a fit whose
+``theta0`` is a CuPy array (the chunks' backend must be ``theta0``'s;
+labels and weights may have either). :class:`DaskBatch` checks them once
 (one pass over ``y``, the weights and the finiteness of ``X``) and
 :class:`DaskLinearization` stands in for a head's linearization of the whole
 batch at one ``theta`` in the loop of :func:`fgn_arrays.minimize` and its
@@ -52,7 +54,7 @@ import math
 import numpy
 
 from . import kernels
-from ._backend import get_namespace
+from ._backend import get_namespace, is_device_array, to_numpy
 from ._validation import check_theta
 
 __all__ = ["DaskBatch", "DaskLinearization", "is_dask_array"]
@@ -99,9 +101,10 @@ def output_dim(head):
 
 
 def _chunk_arrays(xp, dtype, X, y, s):
-    X = xp.ascontiguousarray(X, dtype=dtype)
-    y = xp.ascontiguousarray(y, dtype=xp.int64)
-    return X, y, None if s is None else xp.ascontiguousarray(s, dtype=dtype)
+    """A chunk's ``X``, ``y`` and ``s`` as contiguous arrays of ``xp`` (labels and weights may come from the host)."""
+    X = xp.ascontiguousarray(xp.asarray(X), dtype=dtype)
+    y = xp.ascontiguousarray(xp.asarray(y), dtype=xp.int64)
+    return X, y, None if s is None else xp.ascontiguousarray(xp.asarray(s), dtype=dtype)
 
 
 def _chunk_sums(X, y, s, head, theta, gradient, directions, covariance):
@@ -152,26 +155,37 @@ def _add(parts):
     return functools.reduce(lambda a, b: a + b, parts)
 
 
+def _take_rows(a, local):
+    """``a[local]`` with the indices on ``a``'s backend (NumPy or CuPy chunks)."""
+    xp = get_namespace(a)
+    return a[local if xp is numpy else xp.asarray(local)]
+
+
 def _gather_chunk(X, y, s, local, dtype):
-    """Rows ``local`` of a chunk (numbered among its rows of positive weight when ``s`` is given)."""
-    xp = get_namespace(X)
+    """Rows ``local`` of a chunk on ``X``'s backend (numbered among its positive-weight rows when ``s`` is given)."""
     if s is not None:
-        local = xp.flatnonzero(xp.asarray(s) > 0)[local]
-    X, y, s = _chunk_arrays(xp, dtype, X[local], y[local], None if s is None else s[local])
-    return X, y, s
+        local = to_numpy(get_namespace(s).flatnonzero(s > 0))[local]
+    y, s = _take_rows(y, local), None if s is None else _take_rows(s, local)
+    return _chunk_arrays(get_namespace(X), dtype, _take_rows(X, local), y, s)
 
 
 def _validation_sums(X, y, s):
-    """``[non-finite X entries, min y, max y, non-finite s, min s, sum s, positive s]`` of one chunk."""
+    """``[non-finite X entries, min y, max y, non-finite s, min s, sum s, positive s]`` of one chunk (NumPy).
+
+    Each array is reduced on its own backend; the seven numbers come to the host.
+    """
     out = numpy.zeros(7)
-    out[0] = X.size - numpy.count_nonzero(numpy.isfinite(X)) if X.dtype.kind == "f" else 0
-    out[1], out[2] = (y.min(), y.max()) if y.size else (numpy.inf, -numpy.inf)
+    if X.dtype.kind == "f":
+        xp = get_namespace(X)
+        out[0] = X.size - int(xp.count_nonzero(xp.isfinite(X)))
+    out[1], out[2] = (int(y.min()), int(y.max())) if y.size else (numpy.inf, -numpy.inf)
     if s is not None:
-        s = numpy.asarray(s, dtype=numpy.float64)
-        out[3] = s.size - numpy.count_nonzero(numpy.isfinite(s))
-        out[4] = s.min() if s.size else numpy.inf
-        out[5] = s.sum()
-        out[6] = numpy.count_nonzero(s > 0)
+        xp = get_namespace(s)
+        s = s.astype(xp.float64)
+        out[3] = s.size - int(xp.count_nonzero(xp.isfinite(s)))
+        out[4] = float(s.min()) if s.size else numpy.inf
+        out[5] = float(s.sum())
+        out[6] = int(xp.count_nonzero(s > 0))
     return out
 
 
@@ -185,9 +199,10 @@ class DaskBatch:
     ----------
     head : Head
     theta0 : array, shape (P,)
-        NumPy; fixes the dtype.
+        NumPy or CuPy, the backend of ``X``'s chunks; fixes the dtype and
+        the backend of the client's arrays (the sums, the gathered rows).
     X, y, sample_weight
-        Dask arrays chunked by rows, or NumPy arrays (chunked like the Dask
+        Dask arrays chunked by rows, or NumPy or CuPy arrays (chunked like the Dask
         ones among them). ``sample_weight`` may be None.
 
     Raises
@@ -215,9 +230,11 @@ class DaskBatch:
             raise ValueError("`X` must have at least one row; got 0.")
         if X.dtype.kind not in "iuf" or X.dtype.kind == "b":
             raise TypeError(f"`X` must hold real numbers; got dtype {X.dtype}.")
-        meta = getattr(X, "_meta", None)
-        if meta is not None and get_namespace(meta, names=("X's chunks",)) is not xp:
-            raise TypeError(f"`X`'s chunks must live on the backend of `theta0` ({xp.__name__}).")
+        device, theta_device = chunk_device(X), "gpu" if is_device_array(self.theta0) else "cpu"
+        if device != theta_device:
+            kind = {"gpu": "CuPy", "cpu": "NumPy"}
+            raise TypeError(f"`X` has {kind[device]} chunks but `theta0` is a {kind[theta_device]} array: the fit runs "
+                            f"where the chunks are, so pass `fa.to_device(theta0, {device!r})`.")
         y = self._as_dask(da, y, "y", 1, rows)
         if y.dtype.kind not in "iu":
             raise TypeError(f"`y` must be integers; got dtype {y.dtype}.")
@@ -240,9 +257,9 @@ class DaskBatch:
 
     def _as_dask(self, da, a, name, ndim, rows):
         if not is_dask_array(a):
-            if not isinstance(a, numpy.ndarray):
-                raise TypeError(f"`{name}` must be a dask.array or numpy.ndarray; got {type(a).__module__}."
-                                f"{type(a).__name__}.")
+            if not (isinstance(a, numpy.ndarray) or is_device_array(a)):
+                raise TypeError(f"`{name}` must be a dask.array, numpy.ndarray or cupy.ndarray; got "
+                                f"{type(a).__module__}.{type(a).__name__}.")
             if a.ndim != ndim or a.shape[0] != sum(rows):
                 raise ValueError(f"`{name}` must have {sum(rows)} rows and {ndim} dimension(s); got shape {a.shape}.")
             return da.from_array(a, chunks=(rows,) + (-1,) * (ndim - 1))
@@ -348,7 +365,7 @@ class DaskBatch:
         return dask.delayed(theta, pure=True, traverse=False)
 
     def run_pass(self, theta, *, gradient, directions=None, covariance=False):
-        """One pass at ``theta``: the summed partials (float64 NumPy), and the next draws' rows gathered.
+        """One pass at ``theta``: the summed partials (float64, ``theta``'s backend); the next draws' rows gathered.
 
         The gathered rows are kept for :meth:`gather`.
         """
@@ -462,8 +479,8 @@ class DaskLinearization:
         return (self._ensure()[2:] / self.batch.sum_weights).astype(self.dtype)
 
     def _take(self, rows):
-        """The in-memory linearization of the kept rows ``rows`` (sorted indices) at ``theta``."""
-        X, y, s = self.batch.gather(numpy.asarray(rows))
+        """The in-memory linearization of the kept rows ``rows`` (sorted indices, any backend) at ``theta``."""
+        X, y, s = self.batch.gather(to_numpy(rows))
         return self.head._linearize(self.xp, self.theta, X, y, s)
 
     def _at(self, theta, logits=None):
@@ -553,10 +570,26 @@ def per_row(y_encoded, values):
     return y_encoded.map_blocks(_lookup_block, numpy.asarray(values), dtype=numpy.asarray(values).dtype)
 
 
+def chunk_device(X):
+    """``"gpu"`` when the Dask array ``X`` has CuPy chunks (its ``_meta``), else ``"cpu"``."""
+    return "gpu" if is_device_array(X._meta) else "cpu"
+
+
+def on_host(a):
+    """The Dask array ``a`` with NumPy chunks (CuPy chunks copied to the host block by block, lazily)."""
+    if chunk_device(a) == "cpu":
+        return a
+    return a.map_blocks(to_numpy, dtype=a.dtype, meta=numpy.empty((0,) * a.ndim, dtype=a.dtype))
+
+
 def logits(head, theta, X):
-    """The float64 logits of a Dask ``X`` as a Dask array (one chunk of columns), block by block."""
+    """The float64 logits of a Dask ``X`` as a Dask array of NumPy chunks (one chunk of columns), block by block.
+
+    The product of a block runs on ``theta``'s device (:func:`fgn_arrays.estimator.head_logits`).
+    """
     X = X.rechunk({1: -1})
-    return X.map_blocks(_logits_block, head, theta, chunks=(X.chunks[0], (head.n_classes,)), dtype=numpy.float64)
+    return X.map_blocks(_logits_block, head, theta, chunks=(X.chunks[0], (head.n_classes,)), dtype=numpy.float64,
+                        meta=numpy.empty((0, 0), dtype=numpy.float64))
 
 
 def rowwise(Z, func, **kwargs):
@@ -574,7 +607,7 @@ def as_rows_like(a, X):
     import dask.array as da
 
     if not is_dask_array(a):
-        a = numpy.asarray(a)
+        a = to_numpy(a)
     if a.ndim != 1 or a.shape[0] != X.shape[0]:
         raise ValueError(f"`y` and `sample_weight` must have shape ({X.shape[0]},), as `X`'s rows; got {a.shape}.")
     if is_dask_array(a):

@@ -22,7 +22,8 @@ matched by ``l2 = 2 / (C_sk N)``.
 Labels of any type are encoded as ``0 .. C-1`` in the order of ``classes_``
 (``numpy.unique``). Predictions are computed on the fitting device, in
 float64 (see :func:`head_logits`), and returned as NumPy arrays; for a
-``dask.array`` ``X`` they are Dask arrays, computed chunk by chunk.
+``dask.array`` ``X`` they are Dask arrays (of NumPy chunks, whatever ``X``'s
+chunks), computed chunk by chunk.
 
 The module is importable without scikit-learn: :func:`fit_head` and
 :func:`head_logits`, the scikit-learn-free core that :class:`FGNClassifier`
@@ -117,8 +118,9 @@ def fit_head(
     ----------
     X : numpy.ndarray, shape (N, D)
         Finite features (any float or integer dtype; cast to ``dtype``), or
-        a ``dask.array`` chunked by rows (``device`` "cpu"; ``y`` and
-        ``sample_weight`` then stay as they are: see
+        a ``dask.array`` chunked by rows (``device`` that of its chunks:
+        "cpu" for NumPy, "gpu" for CuPy; ``y`` and ``sample_weight`` then
+        stay as they are: see
         :func:`fgn_arrays.optim.minimize`).
     y : numpy.ndarray of int, shape (N,)
         Labels in ``[0, n_classes)``.
@@ -412,10 +414,12 @@ class FGNClassifier(*_BASES):
         ----------
         X : array-like, shape (N, D)
             Dense features. CuPy arrays are copied to the host for validation.
-            A ``dask.array`` chunked by rows (NumPy chunks; ``y`` and
-            ``sample_weight`` then Dask or NumPy arrays) stays in its chunks:
-            the fit makes passes over them (:func:`fgn_arrays.optim.minimize`,
-            ``docs/scaling.md``); ``device`` must be ``"auto"`` or ``"cpu"``.
+            A ``dask.array`` chunked by rows (NumPy or CuPy chunks; ``y`` and
+            ``sample_weight`` then Dask, NumPy or CuPy arrays) stays in its
+            chunks: the fit makes passes over them
+            (:func:`fgn_arrays.optim.minimize`, ``docs/scaling.md``) on the
+            chunks' device; ``device`` must be ``"auto"`` or that device
+            (``"cpu"`` for NumPy chunks, ``"gpu"`` for CuPy chunks).
         y : array-like, shape (N,)
             Class labels of any type, at least two distinct values.
         sample_weight : array-like, shape (N,), optional
@@ -509,15 +513,21 @@ class FGNClassifier(*_BASES):
         """``(device, X, y, y_encoded, classes)`` of Dask data; ``classes_`` and ``n_features_in_`` checked or set.
 
         The values are checked by :func:`fgn_arrays.minimize` (one pass);
-        here only ``y``'s classes are computed (one pass over ``y``). The
-        device is the chunks' own: ``"cpu"`` for NumPy chunks.
+        here only ``y``'s classes are computed (one pass over ``y``, its
+        chunks copied to the host). The device is the chunks' own: ``"cpu"``
+        for NumPy chunks, ``"gpu"`` for CuPy chunks.
         """
         from . import _dask
 
-        if self.device not in ("auto", "cpu"):
-            raise ValueError(f"`device` must be 'auto' or 'cpu' for Dask arrays with NumPy chunks; got {self.device!r}.")
         if not is_dask_array(X):
             raise TypeError(f"`X` must be a Dask array when `y` or `sample_weight` is one; got {type(X).__name__}.")
+        device = _dask.chunk_device(X)
+        if self.device not in ("auto", device):
+            kind, move = (("CuPy", "X.map_blocks(cupy.asnumpy)") if device == "gpu"
+                          else ("NumPy", "X.map_blocks(cupy.asarray)"))
+            raise ValueError(f"`device` must be 'auto' or {device!r} for a Dask `X` with {kind} chunks (the fit runs "
+                             f"where the chunks are); got {self.device!r}. To fit elsewhere, move the chunks first "
+                             f"({move}).")
         if X.ndim != 2:
             raise ValueError(f"`X` must be 2-D (n_samples, n_features); got shape {X.shape}.")
         if X.dtype.kind not in "iuf" or X.dtype.kind == "b":
@@ -529,10 +539,10 @@ class FGNClassifier(*_BASES):
         elif X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input.")
-        y = _dask.as_rows_like(y, X)
+        y = _dask.on_host(_dask.as_rows_like(y, X))
         classes, y_encoded = _dask.encode_labels(y)
         check_classification_targets(classes)
-        return "cpu", X, y, y_encoded, classes
+        return device, X, y, y_encoded, classes
 
     def _row_weights(self, X, y, y_encoded, sample_weight):
         """``sample_weight * class_weight[y]`` as a float64 NumPy array, or None when neither is given.
@@ -553,7 +563,7 @@ class FGNClassifier(*_BASES):
         from . import _dask
 
         if sample_weight is not None:
-            sample_weight = _dask.as_rows_like(sample_weight, X)
+            sample_weight = _dask.on_host(_dask.as_rows_like(sample_weight, X))
         if self.class_weight is None:
             return sample_weight
         n_classes = self.classes_.shape[0]

@@ -221,9 +221,10 @@ def minimize(
         step's history entry; returning ``True`` stops the run.
 
         ``X``, ``y`` and ``sample_weight`` may also be ``dask.array`` arrays
-        chunked by rows (with NumPy chunks; ``theta0`` a NumPy array; needs
-        the ``dask`` extra): the rows stay in their chunks, each objective and
-        gradient is one pass over them, and each step's curvature rows are
+        chunked by rows (NumPy chunks with a NumPy ``theta0``, or CuPy
+        chunks with a CuPy ``theta0``; needs the ``dask`` extra): the rows
+        stay in their chunks, each objective and gradient is one pass over
+        them on the chunks' device, and each step's curvature rows are
         gathered to this process (:mod:`fgn_arrays._dask`,
         ``docs/scaling.md``). The fit is the in-memory one to rounding, for
         the same ``random_state``. There ``"auto"`` curvature rows are 2048

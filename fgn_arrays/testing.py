@@ -302,7 +302,7 @@ class _Functions:
 _FUNCTIONS = """
 abs absolute all allclose amax amin any arange argmax argmin argsort array_equal ascontiguousarray
 broadcast_to clip concatenate copy count_nonzero cumsum diag diagonal divide dot einsum empty
-empty_like exp expm1 eye full full_like isfinite isinf isnan linspace log log1p logaddexp matmul
+empty_like exp expm1 eye flatnonzero full full_like isfinite isinf isnan linspace log log1p logaddexp matmul
 max maximum mean min minimum multiply ones ones_like outer prod ravel reshape sign sort sqrt square
 stack sum take tanh trace transpose tril triu vdot where zeros zeros_like
 """.split()

@@ -7,6 +7,11 @@ nothing but the rounding. float64 throughout, so that "the same to
 rounding" is a tight tolerance: 1e-10 relative for one evaluation, 1e-6
 for a whole fit (its steps' accept/reject decisions and stopping can turn
 on rounding only near the optimum).
+
+CuPy chunks run on the CuPy stand-in (``fgn_arrays.testing``, in this
+process: the threaded scheduler, since the stand-in is registered here
+only) and on real CuPy on a GPU machine (marker ``gpu``), against the same
+in-memory NumPy references.
 """
 
 import os
@@ -25,6 +30,7 @@ da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
+from conftest import to_host  # noqa: E402
 from fgn_arrays._dask import DaskBatch  # noqa: E402
 
 N, D, H, C = 300, 7, 6, 5
@@ -253,3 +259,129 @@ def test_callback_runs_on_the_client(client):
     fa.minimize(head, head.init_params(seed=1, dtype="float64"), da.from_array(X, chunks=(100, D)),
                 da.from_array(y, chunks=100), l2=1e-2, curvature_rows=CURVATURE_ROWS, max_iter=3, callback=callback)
     assert seen and all(t is numpy.ndarray and main for t, main in seen)
+
+
+# ---- CuPy chunks (the stand-in here; CuPy on a GPU machine) ------------------------------
+
+
+def _device_dask(gpu_xp, a, chunks):
+    """The NumPy array ``a`` as a Dask array of ``gpu_xp`` chunks."""
+    meta = gpu_xp.asarray(numpy.empty((0,) * a.ndim, dtype=a.dtype))
+    return da.from_array(a, chunks=chunks).map_blocks(gpu_xp.asarray, dtype=a.dtype, meta=meta)
+
+
+@pytest.fixture
+def threads():
+    """The threaded scheduler, in this process (where the stand-in is registered), whatever client is active."""
+    with dask.config.set(scheduler="threads"):
+        yield
+
+
+@pytest.mark.parametrize("labels_on_device", [False, True])
+@pytest.mark.parametrize("head_name", list(HEADS))
+def test_device_chunks_objective_and_gradient(gpu_xp, threads, head_name, labels_on_device):
+    """One pass over CuPy chunks: the in-memory NumPy values to 1e-10, on the device, with a ragged last chunk."""
+    X, y, w = _problem()
+    head = HEADS[head_name]()
+    theta = head.init_params(seed=1, dtype="float64")
+    theta += 0.3 * numpy.random.default_rng(2).normal(size=theta.shape)
+    yd, wd = ((_device_dask(gpu_xp, y, 37), _device_dask(gpu_xp, w, 37)) if labels_on_device
+              else (da.from_array(y, chunks=50), w))
+    batch = DaskBatch(head, gpu_xp.asarray(theta), _device_dask(gpu_xp, X, (37, D)), yd, wd)
+    keep = w > 0
+    ref = head.linearize(theta, X[keep], y[keep], w[keep])
+    lin = batch.linearize(gpu_xp.asarray(theta))
+    assert batch.n_samples == int(keep.sum())
+    assert isinstance(lin.grad, gpu_xp.ndarray)
+    assert _rel(to_host(objective(lin, 0.01)), objective(ref, 0.01)) < EVAL_RTOL
+    assert _rel(to_host(lin.grad), ref.grad) < EVAL_RTOL
+    dirs = [numpy.random.default_rng(3 + k).normal(size=theta.shape) for k in range(2)]
+    sums = Subspace(lin, [gpu_xp.asarray(d) for d in dirs], None).model_sums(lin, 0.01)
+    assert _rel(to_host(sums), Subspace(ref, dirs, None).model_sums(ref, 0.01)) < EVAL_RTOL
+    e, V = (to_host(a) for a in lin._output_covariance())
+    e_ref, V_ref = output_covariance(ref)
+    assert _rel((V * e) @ V.T, (V_ref * e_ref) @ V_ref.T) < EVAL_RTOL
+    # the curvature rows come back on the device, as the in-memory rows
+    rows = numpy.array([0, 5, 36, 37, 200])
+    sub = lin._take(gpu_xp.asarray(rows))
+    kept = numpy.flatnonzero(keep)[rows]
+    assert isinstance(sub.X, gpu_xp.ndarray)
+    numpy.testing.assert_array_equal(to_host(sub.X), X[kept])
+    numpy.testing.assert_array_equal(to_host(sub.y), y[kept])
+
+
+@pytest.mark.parametrize("head_name, method", [("linear", "fgn-compensated"), ("two-layer", "fgn")])
+def test_device_chunks_fit_matches_in_memory(gpu_xp, threads, head_name, method):
+    X, y, w = _problem(seed=4)
+    head = HEADS[head_name]()
+    theta0 = head.init_params(seed=1, dtype="float64")
+    kwargs = dict(l2=1e-2, tol=1e-8, curvature_rows=CURVATURE_ROWS, random_state=5, max_iter=60, method=method)
+    ref = fa.minimize(head, theta0, X, y, sample_weight=w, **kwargs)
+    res = fa.minimize(head, gpu_xp.asarray(theta0), _device_dask(gpu_xp, X, (41, D)), da.from_array(y, chunks=41),
+                      sample_weight=_device_dask(gpu_xp, w, 41), **kwargs)
+    assert isinstance(res.theta, gpu_xp.ndarray)
+    assert res.converged == ref.converged and res.n_iter == ref.n_iter > 5
+    assert _rel(to_host(res.theta), ref.theta) < FIT_RTOL
+
+
+def test_device_chunks_errors(gpu_xp, threads):
+    X, y, _ = _problem()
+    head = HEADS["linear"]()
+    theta0 = head.init_params(seed=1, dtype="float64")
+    Xd, yd = _device_dask(gpu_xp, X, (50, D)), _device_dask(gpu_xp, y, 50)
+    with pytest.raises(TypeError, match=r"CuPy chunks but `theta0` is a NumPy array.*to_device\(theta0, 'gpu'\)"):
+        fa.minimize(head, theta0, Xd, yd)
+    with pytest.raises(TypeError, match=r"NumPy chunks but `theta0` is a CuPy array.*to_device\(theta0, 'cpu'\)"):
+        fa.minimize(head, gpu_xp.asarray(theta0), da.from_array(X, chunks=(50, D)), yd)
+    bad = X.copy()
+    bad[3, 2] = numpy.inf
+    with pytest.raises(ValueError, match="`X` must be finite; got 1 NaN or infinite"):
+        fa.minimize(head, gpu_xp.asarray(theta0), _device_dask(gpu_xp, bad, (50, D)), yd)
+    with pytest.raises(ValueError, match=r"`y` must be integers in \[0, 5\); got min -1"):
+        fa.minimize(head, gpu_xp.asarray(theta0), Xd, _device_dask(gpu_xp, numpy.where(y == 0, -1, y), 50))
+    with pytest.raises(ValueError, match="`sample_weight` must be finite"):
+        fa.minimize(head, gpu_xp.asarray(theta0), Xd, yd, sample_weight=gpu_xp.asarray(numpy.full(N, numpy.nan)))
+
+
+def test_classifier_on_device_chunks(gpu_xp, threads):
+    """FGNClassifier on CuPy chunks fits on the device (device="auto"); predictions are Dask arrays of NumPy chunks."""
+    pytest.importorskip("sklearn")
+    n = 2600  # more rows than the 2048 curvature rows: the fit makes passes
+    X, y, w = _problem(seed=7, n=n)
+    labels = numpy.array(["ant", "bee", "cat", "dog", "eel"])[y]
+    kwargs = dict(l2=1e-2, tol=1e-8, dtype="float64", class_weight="balanced", random_state=3)
+    ref = fa.FGNClassifier(device="cpu", **kwargs).fit(da.from_array(X, chunks=(400, D)), labels, sample_weight=w)
+    Xd = _device_dask(gpu_xp, X, (400, D))
+    clf = fa.FGNClassifier(device="auto", **kwargs).fit(Xd, da.from_array(labels, chunks=400),
+                                                        sample_weight=_device_dask(gpu_xp, w, 400))
+    assert clf.device_ == "gpu" and isinstance(clf.theta_, gpu_xp.ndarray)
+    assert clf.n_iter_ == ref.n_iter_ > 3
+    assert _rel(clf.coef_, ref.coef_) < FIT_RTOL
+    for name in ("predict", "predict_proba", "decision_function"):
+        out = getattr(clf, name)(Xd)
+        assert isinstance(out, da.Array) and isinstance(out._meta, numpy.ndarray), name
+        values = out.compute()
+        assert isinstance(values, numpy.ndarray), name
+        expected = getattr(ref, name)(X)
+        if name == "predict":
+            numpy.testing.assert_array_equal(values, expected)
+        else:
+            numpy.testing.assert_allclose(values, expected, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="'auto' or 'gpu' for a Dask `X` with CuPy chunks"):
+        fa.FGNClassifier(device="cpu").fit(Xd, labels)
+    with pytest.raises(ValueError, match="'auto' or 'cpu' for a Dask `X` with NumPy chunks"):
+        fa.FGNClassifier(device="gpu").fit(da.from_array(X, chunks=(400, D)), labels)
+
+
+@pytest.mark.gpu
+def test_cupy_chunks_on_worker_processes(client):
+    """Real CuPy only: CuPy chunks made on the workers, theta and the sums serialized between processes."""
+    cupy = pytest.importorskip("cupy")
+    X, y, _ = _problem(seed=4)
+    head = HEADS["linear"]()
+    theta0 = head.init_params(seed=1, dtype="float64")
+    kwargs = dict(l2=1e-2, tol=1e-8, curvature_rows=CURVATURE_ROWS, random_state=5, method="fgn-compensated")
+    ref = fa.minimize(head, theta0, X, y, **kwargs)
+    res = fa.minimize(head, cupy.asarray(theta0), _device_dask(cupy, X, (41, D)), da.from_array(y, chunks=41),
+                      **kwargs)
+    assert _rel(to_host(res.theta), ref.theta) < FIT_RTOL
