@@ -18,7 +18,8 @@
    same computation in memory with NumPy on the first ``--slice-rows``
    rows, scaled by ``N / slice_rows``.
 4. Samples every worker's resident memory (``psutil``, twice a second)
-   throughout; reports the peak of each.
+   throughout; reports the peak of each, in each phase (the passes, each
+   fit).
 5. When ``dask_ml`` imports, fits ``dask_ml.linear_model.LogisticRegression
    (solver="lbfgs")`` in the same run. It fits *binary* logistic
    regression only (dask-glm; its ``multi_class`` is not implemented), so
@@ -99,12 +100,19 @@ def write_store(path, n, d, c, chunk_rows, seed=0):
 
 
 class MemoryPeaks:
-    """Peak resident memory of every worker process, sampled from a thread while running."""
+    """Peak resident memory of every worker process in each phase, sampled from a thread while running.
+
+    ``peaks[phase][worker]``: bytes; :meth:`phase` names the phase that runs next.
+    """
 
     def __init__(self, client, every=0.5):
         self.client, self.every, self.peaks = client, every, {}
+        self._phase = "start"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def phase(self, name):
+        self._phase = name
 
     @staticmethod
     def _rss():
@@ -115,8 +123,9 @@ class MemoryPeaks:
     def _run(self):
         while not self._stop.is_set():
             try:
+                peaks = self.peaks.setdefault(self._phase, {})
                 for worker, rss in self.client.run(self._rss).items():
-                    self.peaks[worker] = max(self.peaks.get(worker, 0), rss)
+                    peaks[worker] = max(peaks.get(worker, 0), rss)
             except Exception:  # a worker restarting: sample again next time
                 pass
             self._stop.wait(self.every)
@@ -249,6 +258,7 @@ def main():
         # a pass on the cluster against a pass in memory on a slice, scaled
         from fgn_arrays._dask import DaskBatch
 
+        memory.phase("pass")
         batch = DaskBatch(head, theta0, X, y, None)
         t_dask = dask_pass(batch, theta0)
         s = min(int(args.slice_rows), n)
@@ -259,6 +269,7 @@ def main():
         print(f"pass: dask {t_dask:.2f} s, numpy {t_mem:.2f} s (x{n / s:g} of {s} rows)", flush=True)
 
         if not args.passes_only:
+            memory.phase("fgn")
             rows["fgn"] = fit_fgn(head, theta0, X, y, args, l2, passes, f"fa.minimize({args.method!r})")
             del rows["fgn"]["trace"], rows["fgn"]["t_start"]
             print(rows["fgn"], flush=True)
@@ -272,8 +283,10 @@ def main():
                 yb = (y == 0).astype("int64")
                 l2_binary = 2.0 / n  # binary LogisticRegression(C=1) on a 2-class softmax head
                 head2 = fa.LinearHead(d, 2)
+                memory.phase("fgn_binary")
                 fgn2 = fit_fgn(head2, head2.init_params(seed=0, dtype="float32"), X, yb, args, l2_binary, passes,
                                f"fa.minimize({args.method!r}), binary")
+                memory.phase("dask_ml")
                 model, info = fit_dask_ml(X, yb, 1.0, args)
                 # one f* for both: the lower of the two runs' objectives (mean form, see fit_dask_ml)
                 f_star = min(fgn2["f_star"], info["objective"])
@@ -286,7 +299,8 @@ def main():
                 rows["fgn_binary"], rows["dask_ml"] = fgn2, info
                 print(fgn2, info, flush=True)
 
-    rows["peak_worker_memory_gb"] = {w: m / 1e9 for w, m in memory.peaks.items()}
+    rows["peak_worker_memory_gb"] = {phase: {w: m / 1e9 for w, m in peaks.items()}
+                                     for phase, peaks in memory.peaks.items() if phase != "start"}
     rows["config"] = dict(vars(args), rows=n, cores=os.cpu_count())
     print(table(rows))
     if args.json:
@@ -317,7 +331,9 @@ def table(rows):
                    f"| {f:.6f} |")
     out += ["", f"one pass (objective + gradient): Dask {p['dask_seconds']:.2f} s; NumPy in memory "
                 f"{p['numpy_seconds_scaled']:.2f} s (a {p['slice_rows']:,}-row slice, x{n / p['slice_rows']:g})",
-            "peak worker memory: " + ", ".join(f"{m:.2f} GB" for m in rows["peak_worker_memory_gb"].values())]
+            "peak worker memory (each worker): " + "; ".join(
+                f"{phase} " + ", ".join(f"{m:.2f} GB" for m in peaks.values())
+                for phase, peaks in rows["peak_worker_memory_gb"].items())]
     return "\n".join(out)
 
 
