@@ -230,7 +230,7 @@ class DaskBatch:
             raise ValueError("`X` must have at least one row; got 0.")
         if X.dtype.kind not in "iuf" or X.dtype.kind == "b":
             raise TypeError(f"`X` must hold real numbers; got dtype {X.dtype}.")
-        device, theta_device = chunk_device(X), "gpu" if is_device_array(self.theta0) else "cpu"
+        device, theta_device = chunk_device(X, "X"), "gpu" if is_device_array(self.theta0) else "cpu"
         if device != theta_device:
             kind = {"gpu": "CuPy", "cpu": "NumPy"}
             raise TypeError(f"`X` has {kind[device]} chunks but `theta0` is a {kind[theta_device]} array: the fit runs "
@@ -266,6 +266,7 @@ class DaskBatch:
         if a.ndim != ndim or a.shape[0] != sum(rows):
             expect = f"({sum(rows)},)" if ndim == 1 else f"({sum(rows)}, n_features)"
             raise ValueError(f"`{name}` must have shape {expect}; got {a.shape}.")
+        chunk_device(a, name)  # NumPy or CuPy chunks, else TypeError
         return a if a.chunks[0] == rows else a.rechunk({0: rows})
 
     def _check_values(self):
@@ -570,14 +571,23 @@ def per_row(y_encoded, values):
     return y_encoded.map_blocks(_lookup_block, numpy.asarray(values), dtype=numpy.asarray(values).dtype)
 
 
-def chunk_device(X):
-    """``"gpu"`` when the Dask array ``X`` has CuPy chunks (its ``_meta``), else ``"cpu"``."""
-    return "gpu" if is_device_array(X._meta) else "cpu"
+def chunk_device(X, name="X"):
+    """``"cpu"`` when the Dask array ``X`` has NumPy chunks (its ``_meta``), ``"gpu"`` for CuPy chunks.
+
+    Raises ``TypeError`` for chunks of any other type (sparse matrices, ...), naming ``name``.
+    """
+    meta = X._meta
+    if is_device_array(meta):
+        return "gpu"
+    if isinstance(meta, numpy.ndarray):
+        return "cpu"
+    raise TypeError(f"`{name}`'s chunks must be NumPy or CuPy arrays; got {type(meta).__module__}."
+                    f"{type(meta).__name__}.")
 
 
-def on_host(a):
+def on_host(a, name):
     """The Dask array ``a`` with NumPy chunks (CuPy chunks copied to the host block by block, lazily)."""
-    if chunk_device(a) == "cpu":
+    if chunk_device(a, name) == "cpu":
         return a
     return a.map_blocks(to_numpy, dtype=a.dtype, meta=numpy.empty((0,) * a.ndim, dtype=a.dtype))
 

@@ -539,7 +539,7 @@ class FGNClassifier(*_BASES):
         elif X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                              f"{self.n_features_in_} features as input.")
-        y = _dask.on_host(_dask.as_rows_like(y, X))
+        y = _dask.on_host(_dask.as_rows_like(y, X), "y")
         classes, y_encoded = _dask.encode_labels(y)
         check_classification_targets(classes)
         return device, X, y, y_encoded, classes
@@ -563,7 +563,7 @@ class FGNClassifier(*_BASES):
         from . import _dask
 
         if sample_weight is not None:
-            sample_weight = _dask.on_host(_dask.as_rows_like(sample_weight, X))
+            sample_weight = _dask.on_host(_dask.as_rows_like(sample_weight, X), "sample_weight")
         if self.class_weight is None:
             return sample_weight
         n_classes = self.classes_.shape[0]

@@ -21,6 +21,7 @@ import threading
 
 import numpy
 import pytest
+import scipy.sparse
 
 import fgn_arrays as fa
 from fgn_arrays.compensation import output_covariance
@@ -242,6 +243,9 @@ def test_errors_name_what_to_use(client):
         fa.minimize(head, theta0, Xd[Xd[:, 0] > 0], yd)
     with pytest.raises(TypeError, match="`y` must be integers"):
         fa.minimize(head, theta0, Xd, yd.astype(float))
+    sparse = Xd.map_blocks(scipy.sparse.csr_matrix, meta=scipy.sparse.csr_matrix((0, D)))
+    with pytest.raises(TypeError, match="`X`'s chunks must be NumPy or CuPy arrays; got scipy.sparse"):
+        fa.minimize(head, theta0, sparse, yd)
     pytest.importorskip("sklearn")
     with pytest.raises(ValueError, match="'auto' or 'cpu'"):
         fa.FGNClassifier(device="gpu").fit(Xd, yd)
